@@ -1,0 +1,16 @@
+"""minunet: a U-Net written from scratch in NumPy, with hand-written backward passes.
+
+    import minunet
+    model = minunet.UNet(depth=4, base_filters=16)
+    logits = model.forward(x)                  # x: (N, H, W, 1) float32
+    loss, dlogits = minunet.losses.softmax_cross_entropy(logits, masks)
+    model.backward(dlogits)
+    opt = minunet.Adam(model.params); opt.step(model.grads)
+"""
+__version__ = "0.1.0"
+
+from . import backend, gradcheck, layers, losses
+from .model import UNet, load, load_checkpoint
+from .optim import SGD, Adam
+
+__all__ = ["UNet", "Adam", "SGD", "load", "load_checkpoint", "backend", "layers", "losses", "gradcheck", "__version__"]

@@ -1,0 +1,102 @@
+"""Optimizers that update parameter arrays in place: ``opt.step(grads)``.
+
+Adam (Kingma & Ba, in Keras's form: bias correction folded into the step size,
+epsilon outside the square root)::
+
+    m <- b1 m + (1 - b1) g          v <- b2 v + (1 - b2) g^2
+    p <- p - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+SGD with momentum (Keras's form)::
+
+    u <- momentum u - lr g          p <- p + u
+
+``state_dict()`` / ``load_state_dict()`` save and restore the step count and the
+moment arrays, keyed like ``model.params``.
+"""
+from .backend import get_array_module, to_numpy
+
+
+class Optimizer:
+    """Holds references to the parameter arrays and one dict of slot arrays per moment."""
+
+    slot_names = ()
+
+    def __init__(self, params, lr):
+        self.params = params  # dict name -> array, updated in place
+        self.lr = float(lr)
+        self.iterations = 0
+        self.slots = {s: {k: get_array_module(p).zeros_like(p) for k, p in params.items()} for s in self.slot_names}
+
+    def step(self, grads):
+        """One update of every parameter from ``grads`` (same keys as ``params``)."""
+        if grads.keys() != self.params.keys():
+            missing = sorted(set(self.params) ^ set(grads))
+            raise ValueError(f"{type(self).__name__}.step: grads do not match params (differ on {missing[:3]}); "
+                             f"call model.backward before step")
+        self.iterations += 1
+        for k, p in self.params.items():
+            self._update(k, p, grads[k].astype(p.dtype, copy=False))
+
+    def config(self):
+        return {"name": type(self).__name__, "lr": self.lr}
+
+    def state_dict(self):
+        """Config, step count and slots (as NumPy arrays), ready to be written to a file."""
+        return {"config": self.config(), "iterations": self.iterations,
+                "slots": {s: {k: to_numpy(a) for k, a in d.items()} for s, d in self.slots.items()}}
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict`` returned; slot arrays are copied into place."""
+        self.iterations = int(state["iterations"])
+        for s, d in self.slots.items():
+            for k, a in d.items():
+                a[...] = get_array_module(a).asarray(state["slots"][s][k])
+
+
+class Adam(Optimizer):
+    slot_names = ("m", "v")
+
+    def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__(params, lr)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def config(self):
+        return {**super().config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+    def _update(self, k, p, g):
+        xp = get_array_module(p)
+        m, v = self.slots["m"][k], self.slots["v"][k]
+        b1, b2, t = self.beta_1, self.beta_2, self.iterations
+        m += (1 - b1) * (g - m)                  # = b1 m + (1 - b1) g, in place
+        v += (1 - b2) * (g * g - v)
+        alpha = self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
+        p -= (alpha * m / (xp.sqrt(v) + self.epsilon)).astype(p.dtype, copy=False)
+
+
+class SGD(Optimizer):
+    slot_names = ("velocity",)
+
+    def __init__(self, params, lr=0.01, momentum=0.0):
+        super().__init__(params, lr)
+        self.momentum = float(momentum)
+
+    def config(self):
+        return {**super().config(), "momentum": self.momentum}
+
+    def _update(self, k, p, g):
+        u = self.slots["velocity"][k]
+        u *= self.momentum
+        u -= self.lr * g
+        p += u
+
+
+OPTIMIZERS = {"Adam": Adam, "SGD": SGD}
+
+
+def from_config(params, config):
+    """A new optimizer over ``params`` from ``config()``'s dict."""
+    config = dict(config)
+    name = config.pop("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; minunet has {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, **config)

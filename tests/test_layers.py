@@ -1,0 +1,267 @@
+"""Layers: gradients against finite differences, shape rules, loop references, errors."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+from minunet.gradcheck import check_layer
+from minunet.layers import (Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax,
+                            UpSampling2D)
+
+TOL = 1e-6
+F64 = np.float64
+
+
+@st.composite
+def nhwc(draw, min_size=1, max_size=9, max_channels=4):
+    """A shape (N, H, W, C) and a seed for the float64 values."""
+    n = draw(st.integers(1, 3))
+    h = draw(st.integers(min_size, max_size))
+    w = draw(st.integers(min_size, max_size))
+    c = draw(st.integers(1, max_channels))
+    return (n, h, w, c), draw(st.integers(0, 2**31 - 1))
+
+
+def normal(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def distinct(shape, seed):
+    """Values with no ties and gaps of at least 0.01: no max-pool window is near a tie."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 1.0) * rng.choice([1, -1])
+
+
+def away_from_zero(shape, seed):
+    """Normal values pushed at least 0.1 from 0, the ReLU's kink."""
+    x = normal(shape, seed)
+    return x + 0.1 * np.sign(x)
+
+
+def random_bias(layer, seed):
+    """Non-zero biases, so that a check also sees a wrong bias gradient."""
+    if "bias" in layer.params:
+        layer.params["bias"][...] = normal(layer.params["bias"].shape, seed)
+    return layer
+
+
+# ---------------------------------------------------------------------- gradients
+@given(nhwc(), st.integers(1, 5), st.sampled_from([1, 2, 3, 5]), st.sampled_from(["same", "valid"]),
+       st.booleans())
+def test_conv2d_gradients(spec, filters, k, padding, use_bias):
+    shape, seed = spec
+    if padding == "valid" and min(shape[1:3]) < k:
+        return
+    layer = random_bias(Conv2D(shape[3], filters, k, padding, use_bias, dtype=F64, rng=seed), seed)
+    report = check_layer(layer, normal(shape, seed), seed=seed)
+    assert set(report.errors) == {"x", "kernel"} | ({"bias"} if use_bias else set())
+    assert report.max_error < TOL, str(report)
+
+
+@given(nhwc(max_size=6), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3))
+def test_conv_transpose2d_gradients(spec, filters, k, stride):
+    shape, seed = spec
+    layer = random_bias(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed)
+    report = check_layer(layer, normal(shape, seed), seed=seed)
+    assert report.max_error < TOL, str(report)
+
+
+@given(nhwc(min_size=3), st.integers(1, 3), st.integers(1, 3))
+def test_max_pool_gradients(spec, pool, stride):
+    shape, seed = spec
+    report = check_layer(MaxPool2D(pool, stride), distinct(shape, seed), seed=seed)
+    assert report.max_error < TOL, str(report)
+
+
+@given(nhwc(), st.integers(1, 3))
+def test_upsampling_gradients(spec, size):
+    shape, seed = spec
+    assert check_layer(UpSampling2D(size), normal(shape, seed), seed=seed).max_error < TOL
+
+
+@given(nhwc(), st.sampled_from([ReLU, Sigmoid, Softmax]))
+def test_activation_gradients(spec, kind):
+    shape, seed = spec
+    x = away_from_zero(shape, seed) * 3
+    assert check_layer(kind(), x, seed=seed).max_error < TOL
+
+
+@given(nhwc(), st.integers(1, 4))
+def test_concatenate_gradients_split(spec, c2):
+    shape, seed = spec
+    a, b = normal(shape, seed), normal(shape[:3] + (c2,), seed + 1)
+    layer = Concatenate()
+    y = layer.forward([a, b])
+    np.testing.assert_array_equal(y[..., : shape[3]], a)
+    np.testing.assert_array_equal(y[..., shape[3] :], b)
+    assert check_layer(layer, [a, b], seed=seed).max_error < TOL
+
+
+# -------------------------------------------------------------------- shape rules
+@given(nhwc(max_size=40), st.integers(1, 4), st.sampled_from([1, 3, 5]))
+def test_same_padding_keeps_size(spec, filters, k):
+    shape, seed = spec
+    layer = Conv2D(shape[3], filters, k, "same", rng=0)
+    y = layer.forward(normal(shape, seed).astype(np.float32))
+    assert y.shape == layer.output_shape(shape) == shape[:3] + (filters,)
+
+
+@given(nhwc(min_size=2, max_size=40), st.integers(1, 4), st.integers(1, 4))
+def test_pooling_size_rule(spec, pool, stride):
+    shape, seed = spec
+    if min(shape[1:3]) < pool:
+        return
+    y = MaxPool2D(pool, stride).forward(normal(shape, seed))
+    assert y.shape[1:3] == tuple((s - pool) // stride + 1 for s in shape[1:3])
+
+
+@given(nhwc(max_size=20), st.integers(1, 4))
+def test_upsampling_size_rule(spec, size):
+    shape, seed = spec
+    layer = UpSampling2D(size)
+    y = layer.forward(normal(shape, seed))
+    assert y.shape == layer.output_shape(shape) == (shape[0], shape[1] * size, shape[2] * size, shape[3])
+
+
+@given(nhwc(max_size=20), st.integers(1, 3))
+def test_transposed_conv_size_rule(spec, stride):
+    shape, seed = spec
+    layer = ConvTranspose2D(shape[3], 2, kernel_size=stride, strides=stride, rng=0)
+    y = layer.forward(normal(shape, seed).astype(np.float32))
+    assert y.shape == (shape[0], shape[1] * stride, shape[2] * stride, 2)
+
+
+# ------------------------------------------------------------- loop references
+@given(nhwc(max_size=7), st.integers(1, 4), st.sampled_from([1, 2, 3]), st.sampled_from(["same", "valid"]))
+def test_conv2d_equals_loop_reference(spec, filters, k, padding):
+    shape, seed = spec
+    if padding == "valid" and min(shape[1:3]) < k:
+        return
+    layer = random_bias(Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), seed)
+    x = normal(shape, seed)
+    expected = reference.conv2d(x, layer.params["kernel"], layer.params["bias"], padding)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@given(nhwc(max_size=5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
+def test_conv_transpose2d_equals_loop_reference(spec, filters, k, stride):
+    shape, seed = spec
+    layer = random_bias(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed)
+    x = normal(shape, seed)
+    expected = reference.conv_transpose2d(x, layer.params["kernel"], layer.params["bias"], stride)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@given(nhwc(min_size=3), st.integers(1, 3), st.integers(1, 3))
+def test_max_pool_equals_loop_reference(spec, pool, stride):
+    shape, seed = spec
+    x = normal(shape, seed)
+    np.testing.assert_array_equal(MaxPool2D(pool, stride).forward(x), reference.max_pool2d(x, pool, stride))
+
+
+@given(nhwc(), st.integers(1, 3))
+def test_upsampling_equals_loop_reference(spec, size):
+    shape, seed = spec
+    x = normal(shape, seed)
+    np.testing.assert_array_equal(UpSampling2D(size).forward(x), reference.upsampling2d(x, size))
+
+
+def test_conv_transpose_is_the_adjoint_of_the_strided_conv():
+    """<convT(x), y> = <x, conv_s(y)>: the transposed conv is the adjoint of a stride-2 conv."""
+    rng = np.random.default_rng(0)
+    up = ConvTranspose2D(3, 4, 2, 2, use_bias=False, dtype=F64, rng=0)
+    x, y = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((2, 10, 12, 4))
+    k = up.params["kernel"]  # (2, 2, F=4, C=3)
+    conv_y = np.einsum("nhpwqf,pqfc->nhwc", y.reshape(2, 5, 2, 6, 2, 4), k)  # stride-2 conv of y
+    assert np.isclose(np.sum(up.forward(x) * y), np.sum(x * conv_y), rtol=1e-12)
+
+
+# ----------------------------------------------------------------- max-pool ties
+def test_max_pool_tie_sends_gradient_to_one_argmax():
+    x = np.zeros((1, 4, 4, 1))          # every window is a four-way tie at 0
+    x[0, 2, 3, 0] = 5.0                 # except the bottom-right one
+    pool = MaxPool2D(2)
+    pool.forward(x)
+    dx = pool.backward(np.array([[[[1.0], [2.0]], [[3.0], [4.0]]]]))
+    expected = np.zeros((1, 4, 4, 1))
+    expected[0, 0, 0, 0], expected[0, 0, 2, 0], expected[0, 2, 0, 0] = 1.0, 2.0, 3.0  # first (top-left) wins
+    expected[0, 2, 3, 0] = 4.0
+    np.testing.assert_array_equal(dx, expected)
+    assert dx.sum() == 10.0             # nothing split, nothing lost
+
+
+# ------------------------------------------------------------------ softmax etc.
+@given(nhwc(), st.floats(1.0, 1e4))
+def test_softmax_sums_to_one_and_stays_finite(spec, scale):
+    shape, seed = spec
+    y = Softmax().forward(normal(shape, seed) * scale)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-12)
+
+
+def test_sigmoid_is_finite_and_exact_at_extremes():
+    y = Sigmoid().forward(np.array([-1e4, -30.0, 0.0, 30.0, 1e4]).reshape(1, 1, 5, 1))
+    np.testing.assert_allclose(y.ravel(), [0.0, 9.357622968839299e-14, 0.5, 1 - 9.357622968839299e-14, 1.0],
+                               rtol=1e-9, atol=1e-300)
+
+
+def test_relu_forward_and_mask():
+    relu = ReLU()
+    x = np.array([-2.0, -0.0, 0.5, 3.0]).reshape(1, 1, 4, 1)
+    np.testing.assert_array_equal(relu.forward(x).ravel(), [0, 0, 0.5, 3])
+    np.testing.assert_array_equal(relu.backward(np.full_like(x, 7.0)).ravel(), [0, 0, 7, 7])
+
+
+# ----------------------------------------------------------------- dtypes, init
+@pytest.mark.parametrize("make", [
+    lambda: Conv2D(3, 4, dtype=np.float32), lambda: ConvTranspose2D(3, 4, dtype=np.float32),
+    lambda: MaxPool2D(), lambda: UpSampling2D(), lambda: ReLU(), lambda: Sigmoid(), lambda: Softmax()])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_output_and_gradients_follow_the_input_dtype(make, dtype):
+    layer = make()
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(dtype)
+    y = layer.forward(x)
+    assert y.dtype == dtype
+    assert layer.backward(np.ones_like(y)).dtype == dtype
+    for k, g in layer.grads.items():
+        assert g.dtype == layer.params[k].dtype == np.float32
+
+
+def test_glorot_uniform_and_he_normal_statistics():
+    conv = Conv2D(64, 128, 3, rng=0)
+    k = conv.params["kernel"]
+    limit = np.sqrt(6 / (9 * 64 + 9 * 128))
+    assert k.dtype == np.float32 and np.abs(k).max() <= limit
+    assert np.isclose(k.std(), limit / np.sqrt(3), rtol=0.02)       # std of U(-a, a)
+    np.testing.assert_array_equal(conv.params["bias"], 0)
+    he = Conv2D(64, 128, 3, kernel_initializer="he_normal", rng=0).params["kernel"]
+    assert np.isclose(he.std(), np.sqrt(2 / (9 * 64)), rtol=0.02)
+    assert np.abs(he).max() <= 2 * np.sqrt(2 / (9 * 64)) / 0.87962566103423978
+    np.testing.assert_array_equal(Conv2D(3, 4, rng=7).params["kernel"], Conv2D(3, 4, rng=7).params["kernel"])
+
+
+# -------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("layer, x, fragment", [
+    (Conv2D(3, 4, name="c"), np.zeros((2, 8, 8)), "received shape (2, 8, 8)"),
+    (Conv2D(3, 4, name="c"), np.zeros((2, 8, 8, 5)), "(N, H, W, 3)"),
+    (Conv2D(3, 4, name="c"), np.zeros((2, 8, 8, 3), dtype=np.int64), "dtype int64"),
+    (Conv2D(3, 4, 5, padding="valid", name="c"), np.zeros((1, 4, 8, 3)), "H, W >= 5"),
+    (MaxPool2D(3, name="p"), np.zeros((1, 2, 8, 1)), "H, W >= 3"),
+    (ConvTranspose2D(2, 4, name="t"), np.zeros((1, 4, 4, 3)), "(N, H, W, 2)"),
+    (UpSampling2D(name="u"), np.zeros((4, 4, 1), dtype=np.float32), "received shape (4, 4, 1)"),
+])
+def test_bad_input_names_layer_expected_and_received(layer, x, fragment):
+    with pytest.raises(ValueError) as e:
+        layer.forward(x)
+    assert f"'{layer.name}'" in str(e.value) and fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="padding must be 'same' or 'valid'"):
+        Conv2D(1, 1, padding="full")
+    with pytest.raises(ValueError, match="kernel_size must be a positive int"):
+        Conv2D(1, 1, kernel_size=0)
+    with pytest.raises(ValueError, match="unknown initializer 'orthogonal'"):
+        Conv2D(1, 1, kernel_initializer="orthogonal")
