@@ -1,0 +1,280 @@
+"""A synthetic sagittal lumbar-spine MRI slice with intervertebral-disc masks.
+
+The embedded default data set: everything in minunet runs on a fresh machine
+without a download. Each slice is drawn the way a mid-sagittal T2-weighted
+lumbar scan looks, patient facing left:
+
+* a column of 5 to 7 vertebral bodies (rounded rectangles, textured marrow,
+  darker cortex and endplates) along a smoothly curved lordotic centre line,
+  with random curvature, tilt, scale and position; the lowest tilts like S1;
+* an intervertebral disc between each pair of bodies: a lens with an annulus
+  and a nucleus, from healthy (bright nucleus) to degenerated (thin, dark,
+  bulging). Real scans often show dark discs, darker than the bodies: the
+  contrast is drawn per disc so a model cannot learn "disc = bright";
+* behind the bodies the bright CSF canal with the darker cord ending at the
+  conus, the posterior elements, the back muscles, bright subcutaneous fat and
+  air; in front, vessels and bowel loops over a dim abdomen;
+* the acquisition: a blurred point-spread, a receive-coil falloff away from the
+  back, a smooth multiplicative bias field, Rician noise at a random SNR, and a
+  random gamma.
+
+Coordinates are fractions of the field of view (y down, x to the back), so any
+``size`` draws the same anatomy. Work is vectorized over a chunk of slices;
+Python loops run over structures (bodies, discs, bowel loops), never pixels.
+"""
+import numpy as np
+
+from .preprocess import normalize
+
+CHUNK = 16                      # slices drawn together; slice i depends only on (seed, i)
+MAX_BODIES = 7                  # bodies in view, the sacrum last; one more is cut by the top edge
+LABELS = {"background": 0, "disc": 1, "vertebra": 2, "canal": 3}
+
+
+def generate(n, size=128, seed=0, labels="disc"):
+    """``n`` phantom slices: images (n, size, size, 1) float32, normalized (percentile
+    clip, z-score), and masks (n, size, size) uint8: 1 = disc, or with
+    ``labels="multiclass"`` 0 background, 1 disc, 2 vertebral body, 3 spinal canal."""
+    if labels not in ("disc", "multiclass"):
+        raise ValueError(f"phantom labels must be 'disc' or 'multiclass', received {labels!r}")
+    if int(n) < 0 or int(size) < 16:
+        raise ValueError(f"phantom needs n >= 0 and size >= 16, received n={n}, size={size}")
+    n, size = int(n), int(size)
+    images = np.empty((n, size, size, 1), np.float32)
+    masks = np.empty((n, size, size), np.uint8)
+    for start in range(0, n, CHUNK):
+        rng = np.random.default_rng([seed, start // CHUNK])
+        img, lab = _draw_chunk(rng, CHUNK, size)
+        stop = min(start + CHUNK, n)
+        images[start:stop, ..., 0] = img[: stop - start]
+        lab = lab[: stop - start]
+        masks[start:stop] = lab if labels == "multiclass" else (lab == LABELS["disc"])
+    images[..., 0] = normalize(images[..., 0])
+    return images, masks
+
+
+# --------------------------------------------------------------------- helpers
+def _u(rng, lo, hi, b):
+    """b uniform draws, shaped (b, 1, 1) to broadcast over an image."""
+    return rng.uniform(lo, hi, b).astype(np.float32)[:, None, None]
+
+
+def _gaussian_filter(images, sigma_y, sigma_x):
+    """Separable Gaussian filter of (b, H, W) with periodic edges; sigmas in pixels, scalars
+    or per image (b, 1, 1). A sum of shifted copies: 2 (2 * 3 sigma + 1) passes, cheaper here than an FFT."""
+    out = images
+    for axis, sigma in ((1, sigma_y), (2, sigma_x)):
+        sigma = np.asarray(sigma, np.float32)
+        radius = max(int(np.ceil(3 * sigma.max())), 1)
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float32).reshape(-1, *[1] * max(sigma.ndim, 1)) / sigma) ** 2)
+        taps /= taps.sum(axis=0)                               # (2r + 1, b or 1, 1, 1)
+        padded = np.concatenate([out.take(range(-radius, 0), axis), out, out.take(range(radius), axis)], axis)
+        n = out.shape[axis]
+        acc = np.zeros_like(out)
+        for i, w in enumerate(taps):
+            acc += w * (padded[:, i : i + n] if axis == 1 else padded[:, :, i : i + n])
+        out = acc
+    return out
+
+
+def _smooth_noise(rng, b, size, sigma_y, sigma_x=None):
+    """Zero-mean, unit-std Gaussian random fields (b, size, size) with correlation lengths
+    sigma_y, sigma_x (fractions of the field of view)."""
+    white = rng.standard_normal((b, size, size), np.float32)
+    field = _gaussian_filter(white, sigma_y * size, (sigma_y if sigma_x is None else sigma_x) * size)
+    field -= field.mean(axis=(1, 2), keepdims=True)
+    return field / (field.std(axis=(1, 2), keepdims=True) + 1e-12)
+
+
+def _bias_field(rng, b, size, strength):
+    """A smooth multiplicative field exp(strength * g): g = W C W^T interpolates a random
+    4x4 grid C bilinearly, W being the (size, 4) linear-interpolation matrix."""
+    pos = np.clip((np.arange(size) + 0.5) * 4 / size - 0.5, 0, 3)
+    lo = np.minimum(np.floor(pos).astype(int), 2)
+    w = np.zeros((size, 4), np.float32)
+    w[np.arange(size), lo] = 1 - (pos - lo)
+    w[np.arange(size), lo + 1] = pos - lo
+    coarse = rng.standard_normal((b, 4, 4)).astype(np.float32)
+    return np.exp(strength * (w @ coarse @ w.T))
+
+
+def _soft(signed, edge):
+    """Soft membership from a signed distance (negative inside): a one-pixel ramp, so
+    edges are anti-aliased and partial-volume pixels get blended intensities."""
+    return np.clip(0.5 - signed / edge, 0.0, 1.0)
+
+
+def _superellipse(u, v, a, b, square=0.0):
+    """Approximate signed distance (in units of the smaller half-axis) to an ellipse with
+    half-axes a, b (square=0), a squircle |u/a|^4 + |v/b|^4 = 1 (square=1), or a blend."""
+    uu, vv = (u / a) ** 2, (v / b) ** 2
+    r = np.sqrt(uu + vv)
+    if np.any(square):
+        r = (1 - square) * r + square * np.sqrt(np.sqrt(uu * uu + vv * vv))
+    return (r - 1.0) * np.minimum(a, b)
+
+
+def _local(y, x, cy, cx, theta):
+    """Coordinates along (u) and across (v, positive towards the back) an axis at angle theta."""
+    c, s = np.cos(theta), np.sin(theta)
+    dy, dx = y - cy, x - cx
+    return dy * c + dx * s, -dy * s + dx * c
+
+
+def _paint(image, alpha, value):
+    """Painter's algorithm with soft edges: image <- image (1 - alpha) + value alpha."""
+    image *= 1 - alpha
+    image += alpha * value
+
+
+# ----------------------------------------------------------------- the anatomy
+def _draw_chunk(rng, b, size):
+    """b slices: tissue intensities in [0, ~1] after acquisition, and multiclass labels."""
+    grid = ((np.arange(size) + 0.5) / size).astype(np.float32)
+    y, x = grid[None, :, None], grid[None, None, :]      # (1, size, 1), (1, 1, size)
+    edge = np.float32(1.5 / size)                        # soft-edge width: 1.5 pixels
+
+    # --- the column: how many bodies, how big, where, how curved ---------------
+    k = rng.integers(5, MAX_BODIES + 1, b)                                    # bodies in view, the sacrum last
+    ratio = rng.uniform(0.2, 0.32, b)                                        # disc / body height
+    first = rng.uniform(0.05, 0.1, b)                                        # top endplate of body 1
+    span = rng.uniform(0.82, 0.95, b) - first                                # down to the sacrum's top
+    height = span / (k - 1 + (k - 1) * ratio + 0.03 * k * (k - 1) / 2)       # body 1's height
+    top = first - height * (1 + ratio)                                       # body 0, cut by the top edge
+    coverage = 1.1 - top                                                     # the column runs off the bottom
+    x_mid = rng.uniform(0.38, 0.52, b)
+    tilt = rng.uniform(-0.12, 0.12, b)
+    lordosis = rng.uniform(0.03, 0.1, b)
+
+    def centre(yy):
+        """x of the centre line at heights yy (b, ...), and its angle from vertical."""
+        top_, cov, xm, tl, lo = (a.reshape((b,) + (1,) * (yy.ndim - 1)) for a in (top, coverage, x_mid, tilt, lordosis))
+        t = np.clip(yy - top_, 0, cov) / cov
+        xc = xm + tl * (yy - 0.5) - lo * np.sin(np.pi * t)
+        slope = tl - lo * np.pi / cov * np.cos(np.pi * t) * ((yy > top_) & (yy < top_ + cov))
+        return xc, np.arctan(slope)
+
+    width = height * rng.uniform(1.2, 1.55, b)            # antero-posterior depth of a body
+    xc_row, theta_row = centre(np.broadcast_to(grid, (b, size)).astype(np.float64))
+    v_row = ((x - xc_row[:, :, None]) * np.cos(theta_row[:, :, None])).astype(np.float32)  # across the centre line
+    half_width = (width / 2).astype(np.float32)[:, None, None]
+
+    # --- tissue values, drawn per slice (T2-like, with the spread real scans have)
+    marrow = _u(rng, 0.28, 0.55, b)
+    csf = _u(rng, 0.8, 1.0, b)
+    fat = _u(rng, 0.6, 0.95, b)
+    muscle = _u(rng, 0.1, 0.22, b)
+    abdomen = _u(rng, 0.06, 0.22, b)
+    degeneration = rng.beta(1.6, 1.0, b)                   # slice-level tendency; discs vary around it
+
+    soft_texture = _smooth_noise(rng, b, size, 0.02)    # abdomen in front, fat behind: they never overlap
+    image = abdomen * np.clip(1 + 0.6 * soft_texture, 0.1, None)
+    labels = np.zeros((b, size, size), np.uint8)
+
+    # --- in front of the spine: bowel loops, psoas and vessels -----------------
+    front = v_row + half_width                            # < 0 in front of the bodies
+    for _ in range(10):
+        cy, cx = _u(rng, -0.05, 1.05, b), (x_mid[:, None, None] - _u(rng, 0.14, 0.6, b)).astype(np.float32)
+        turn = _u(rng, 0, np.pi, b)
+        u, v = _local(y, x, cy, cx, turn)
+        d = _superellipse(u, v, _u(rng, 0.02, 0.08, b), _u(rng, 0.012, 0.04, b))
+        loop = _soft(d, edge) * _soft(front + 0.02, edge)
+        content = rng.choice([0.02, 0.12, 0.3, 0.6, 0.9], b).astype(np.float32)[:, None, None]
+        _paint(image, loop, content * _u(rng, 0.6, 1.1, b))
+        _paint(image, _soft(np.abs(d) - 0.003, edge) * loop, 0.03)                       # bowel wall
+    psoas = _soft(np.abs(front + 0.06) - 0.035, 4 * edge) * _soft(y - top[:, None, None] - 0.35, 8 * edge)
+    _paint(image, psoas * (rng.random(b) < 0.6)[:, None, None], muscle * 1.3)
+    vessel_w = _u(rng, 0.02, 0.04, b)
+    vessel = _soft(np.abs(front + _u(rng, 0.004, 0.012, b) + vessel_w / 2) - vessel_w / 2, edge)
+    _paint(image, vessel * (rng.random(b) < 0.8)[:, None, None], _u(rng, 0.03, 0.45, b))
+
+    # --- behind the spine: canal, posterior elements, muscle, fat, air ---------
+    canal_w = _u(rng, 0.03, 0.05, b)
+    v_canal = half_width + _u(rng, 0.006, 0.016, b) + canal_w / 2
+    v_post = v_canal + canal_w / 2                                       # back wall of the canal
+    # the back's skin runs nearly straight down, whatever the lordosis, at least 0.12 behind the canal
+    wiggle = np.cumsum(rng.standard_normal((b, size, 1), np.float32), axis=1) / size ** 0.5   # a random walk down the back
+    skin_x = _u(rng, 0.72, 0.86, b) + _u(rng, -0.06, 0.06, b) * (y - 0.5) + 0.01 * (wiggle - wiggle.mean(1, keepdims=True))
+    skin = np.maximum((skin_x - xc_row[:, :, None]) * np.cos(theta_row[:, :, None]), v_post + 0.12).astype(np.float32)
+    fat_w = _u(rng, 0.025, 0.07, b)
+    back = _soft(v_post + 0.01 - v_row, edge)
+    stripes = np.clip(1 + 0.35 * _smooth_noise(rng, b, size, 0.025, 0.006), 0.2, None)
+    _paint(image, back, muscle * stripes)
+    septa = _soft(np.abs(stripes - 1) - 0.03, 0.05) * back                                # fatty septa
+    _paint(image, septa * _soft(v_post + 0.05 - v_row, edge), fat * 0.6)
+    _paint(image, _soft(np.abs(v_row - (skin - fat_w / 2)) - fat_w / 2, edge), fat * (1 + 0.08 * soft_texture))
+    _paint(image, _soft(np.abs(v_row - (skin - fat_w)) - 0.003, edge), muscle * 0.4)      # fascia
+    image *= _soft(v_row - skin, edge)                                                   # air behind the skin
+
+    canal = _soft(np.abs(v_row - v_canal) - canal_w / 2, edge)
+    _paint(image, canal, csf)
+    conus = top[:, None, None] + _u(rng, 0.05, 0.35, b)                  # the cord ends here
+    cord = _soft(np.abs(v_row - v_canal) - canal_w * 0.25, edge) * _soft(y - conus, 3 * edge)
+    _paint(image, cord, csf * _u(rng, 0.3, 0.5, b))
+    labels[canal > 0.5] = LABELS["canal"]
+
+    # --- bodies, then the discs between them -----------------------------------
+    # body 0 (cut by the top edge), then bodies 1..k, the last of them the sacrum: tilted back, larger
+    n_drawn = k + 1
+    bodies, squareness = [], _u(rng, 0.4, 1.0, b)
+    y_cursor = top.copy()
+    disc_scale = np.clip(degeneration[:, None] + rng.normal(0, 0.25, (b, MAX_BODIES + 2)), 0, 1)  # per disc
+    thick = (height * ratio)[:, None] * (1 - 0.45 * disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
+    texture = np.clip(1 + 0.1 * _smooth_noise(rng, b, size, 0.006), 0.3, None)
+    for j in range(MAX_BODIES + 1):
+        present = (j < n_drawn)[:, None, None]
+        sacrum = j == n_drawn - 1
+        grow = (1 + 0.03 * max(j - 1, 0)) * np.where(sacrum, 1.3, 1.0)  # lower bodies are larger
+        h = height * grow
+        cy = y_cursor + h / 2
+        cx, theta = centre(cy)
+        theta = theta + sacrum * rng.uniform(0.3, 0.6, b) + rng.normal(0, 0.03, b)   # S1 tilts back
+        bodies.append((cy, cx, theta, h))
+        cy3, cx3, th3 = (a.astype(np.float32)[:, None, None] for a in (cy, cx, theta))
+        u, v = _local(y, x, cy3, cx3, th3)
+        hh, ww = (h / 2).astype(np.float32)[:, None, None], (width * grow / 2).astype(np.float32)[:, None, None]
+        waist = 1 - 0.07 * (1 - np.minimum((u / hh) ** 2, 1))             # concave front and back
+        d = _superellipse(u, v / waist, hh, ww, squareness)
+        body = _soft(d, edge) * present
+        _paint(image, body, marrow * texture)
+        _paint(image, _soft(np.abs(d + 0.005) - 0.003, edge) * body, marrow * 0.4)     # cortex and endplates
+        # the pedicle, lamina and spinous process behind the canal at this level
+        us, vs = _local(y, x, cy3 + 0.3 * hh, cx3 + ww * 0.9, th3 + 0.35)
+        spine = _soft(_superellipse(us, vs - 0.1, hh * 0.45, _u(rng, 0.07, 0.12, b)), edge)
+        spine *= _soft(v_post + 0.004 - v_row, edge) * present
+        _paint(image, spine, marrow * _u(rng, 0.3, 0.7, b))
+        labels[(body > 0.5) & (labels != LABELS["canal"])] = LABELS["vertebra"]
+        y_cursor = y_cursor + h + thick[:, j]
+
+    for j in range(MAX_BODIES):                          # disc j lies between bodies j and j + 1
+        present = (j < n_drawn - 1)[:, None, None]
+        (cy0, _, t0, h0), (cy1, _, t1, h1) = bodies[j], bodies[j + 1]
+        low, high = cy0 + h0 / 2, cy1 - h1 / 2                           # facing endplates
+        cy = (low + high) / 2
+        cx, theta = centre(cy)
+        theta = (theta + t0 + t1) / 3
+        dg = disc_scale[:, j].astype(np.float32)[:, None, None]
+        half_t = ((high - low) / 2 + 0.005).astype(np.float32)[:, None, None]   # reaches both endplates
+        half_w = (width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.03 + 0.08 * dg)
+        u, v = _local(y, x, cy.astype(np.float32)[:, None, None], cx.astype(np.float32)[:, None, None],
+                      theta.astype(np.float32)[:, None, None])
+        wedge = 1 - _u(rng, 0.0, 0.3, b) * np.clip(v / half_w, -1, 1)    # thicker at the front
+        bulge = 1 + 0.12 * dg * (v > 0)                                   # degenerated discs bulge back
+        d = _superellipse(u / wedge, v / bulge, half_t, half_w)
+        disc = _soft(d, edge) * present
+        annulus = marrow * _u(rng, 0.2, 0.55, b)
+        nucleus = csf * _u(rng, 0.55, 0.95, b) * (1 - dg) + annulus * 1.1 * dg
+        _paint(image, disc, annulus)
+        nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * 0.5, half_w * 0.55), edge) * disc
+        _paint(image, nuc, nucleus)
+        labels[disc > 0.5] = LABELS["disc"]
+
+    # --- acquisition ---------------------------------------------------------------
+    image = _gaussian_filter(image, *[_u(rng, 0.4, 1.0, b) * size / 128] * 2)     # point-spread
+    coil = np.exp(-_u(rng, 0.8, 3.0, b) * np.clip(skin - v_row, 0, None))   # surface coil at the back
+    image *= coil * _bias_field(rng, b, size, 0.15)
+    sigma = _u(rng, 0.004, 0.02, b)                                        # Rician noise, SNR ~ 20 to 150
+    image = np.hypot(image + sigma * rng.standard_normal(image.shape, np.float32),
+                     sigma * rng.standard_normal(image.shape, np.float32))
+    image = image ** _u(rng, 0.8, 1.25, b)
+    return image.astype(np.float32), labels
