@@ -137,7 +137,7 @@ def _draw_chunk(rng, b, size):
     # --- the column: how many bodies, how big, where, how curved ---------------
     k = rng.integers(5, MAX_BODIES + 1, b)                                    # bodies in view, the sacrum last
     ratio = rng.uniform(0.2, 0.32, b)                                        # disc / body height
-    first = rng.uniform(0.05, 0.1, b)                                        # top endplate of body 1
+    first = rng.uniform(0.08, 0.14, b)                                       # top endplate of body 1
     span = rng.uniform(0.82, 0.95, b) - first                                # down to the sacrum's top
     height = span / (k - 1 + (k - 1) * ratio + 0.03 * k * (k - 1) / 2)       # body 1's height
     top = first - height * (1 + ratio)                                       # body 0, cut by the top edge
@@ -165,7 +165,7 @@ def _draw_chunk(rng, b, size):
     fat = _u(rng, 0.6, 0.95, b)
     muscle = _u(rng, 0.1, 0.22, b)
     abdomen = _u(rng, 0.06, 0.22, b)
-    degeneration = rng.beta(1.6, 1.0, b)                   # slice-level tendency; discs vary around it
+    degeneration = rng.beta(1.3, 1.0, b)                   # slice-level tendency; discs vary around it
 
     soft_texture = _smooth_noise(rng, b, size, 0.02)    # abdomen in front, fat behind: they never overlap
     image = abdomen * np.clip(1 + 0.6 * soft_texture, 0.1, None)
@@ -251,21 +251,22 @@ def _draw_chunk(rng, b, size):
         (cy0, _, t0, h0), (cy1, _, t1, h1) = bodies[j], bodies[j + 1]
         low, high = cy0 + h0 / 2, cy1 - h1 / 2                           # facing endplates
         cy = (low + high) / 2
-        cx, theta = centre(cy)
-        theta = (theta + t0 + t1) / 3
+        cx, _ = centre(cy)
+        theta = (t0 + t1) / 2                                           # parallel to both endplates
         dg = disc_scale[:, j].astype(np.float32)[:, None, None]
         half_t = ((high - low) / 2 + 0.005).astype(np.float32)[:, None, None]   # reaches both endplates
-        half_w = (width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.03 + 0.08 * dg)
+        half_w = (width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.0 + 0.06 * dg)
         u, v = _local(y, x, cy.astype(np.float32)[:, None, None], cx.astype(np.float32)[:, None, None],
                       theta.astype(np.float32)[:, None, None])
         wedge = 1 - _u(rng, 0.0, 0.3, b) * np.clip(v / half_w, -1, 1)    # thicker at the front
         bulge = 1 + 0.12 * dg * (v > 0)                                   # degenerated discs bulge back
-        d = _superellipse(u / wedge, v / bulge, half_t, half_w)
-        disc = _soft(d, edge) * present
+        d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
+        disc = _soft(d, edge) * _soft(v_row - (v_canal - canal_w / 2), edge) * present   # stops at the canal
         annulus = marrow * _u(rng, 0.2, 0.55, b)
         nucleus = csf * _u(rng, 0.55, 0.95, b) * (1 - dg) + annulus * 1.1 * dg
         _paint(image, disc, annulus)
-        nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * 0.5, half_w * 0.55), edge) * disc
+        core = 0.55 + 0.25 * (1 - dg)                                      # healthy: a large, bright nucleus
+        nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
         _paint(image, nuc, nucleus)
         labels[disc > 0.5] = LABELS["disc"]
 

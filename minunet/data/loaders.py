@@ -1,0 +1,256 @@
+"""Loaders for real scans. Each returns the same arrays as the phantom:
+
+    images (N, H, W, 1) float32, normalized (percentile clip, z-score)
+    masks  (N, H, W) uint8, 1 = intervertebral disc
+
+Sources: a folder of image/mask pairs (PNG, NPY or NPZ), an HDF5 data set file
+(``images``, ``masks``), and 3D volumes (NIfTI, MetaImage) cut into sagittal
+slices, through the optional SimpleITK (``pip install 'minunet[medical]'``).
+Bad data raises one ``DataError`` that names the file and the fix.
+"""
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .preprocess import normalize, resize
+
+IMAGE_EXTENSIONS = (".png", ".npy", ".npz")
+VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd")
+#: SPIDER (lumbar spine MRI, MetaImage): intervertebral discs are labels 201..225.
+SPIDER_DISCS = {v: 1 for v in range(201, 226)}
+
+
+class DataError(ValueError):
+    """Unusable input data; the message names the file and what to do."""
+
+
+def load(path, size=None, label_map=None):
+    """Load images and disc masks from a folder, an HDF5 file or a volume pair folder.
+
+    ``size`` resizes every slice to size x size (bilinear images, nearest masks).
+    ``label_map`` maps mask values to {0, 1}, e.g. ``SPIDER_DISCS`` or {1: 1, 2: 0};
+    values it does not name map to 0 only if it is given as ``{..., "rest": 0}``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_file() and path.suffix in (".h5", ".hdf5"):
+        return load_h5(path, size)
+    if path.is_dir():
+        return load_folder(path, size, label_map)
+    raise DataError(f"{path}: cannot load this; give a folder of image/mask pairs or an HDF5 file with 'images' and 'masks'")
+
+
+# ------------------------------------------------------------------ 2D pairs
+def _read_2d(file, key):
+    """One 2D array from a PNG, NPY or NPZ file (``key`` selects the NPZ entry)."""
+    try:
+        if file.suffix == ".png":
+            import matplotlib.image
+
+            a = matplotlib.image.imread(file)
+            if a.ndim == 3:                              # RGB(A) -> gray
+                a = a[..., :3].mean(axis=-1)
+            if a.dtype.kind == "f" and key == "mask":    # PNG masks come back scaled to [0, 1]
+                a = np.round(a * 255)
+        elif file.suffix == ".npy":
+            a = np.load(file, allow_pickle=False)
+        else:
+            with np.load(file, allow_pickle=False) as z:
+                if key not in z:
+                    raise DataError(f"{file}: no '{key}' array in this NPZ (it has {sorted(z.files)}); "
+                                    f"save it with np.savez(path, image=..., mask=...)")
+                a = z[key]
+    except DataError:
+        raise
+    except Exception as e:  # unreadable, truncated, not the format it claims
+        raise DataError(f"{file}: unreadable ({type(e).__name__}: {e}); re-export the file") from None
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise DataError(f"{file}: expected a 2D {key}, received shape {a.shape}")
+    return a
+
+
+def _pairs(folder):
+    """(image file, mask file or None) pairs: NPZ files hold both; otherwise images/ and
+    masks/ subfolders, or NAME.ext beside NAME_mask.ext."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTENSIONS)
+    if (folder / "images").is_dir():
+        images = sorted(p for p in (folder / "images").iterdir() if p.suffix in IMAGE_EXTENSIONS)
+        masks = {p.stem: p for p in (folder / "masks").iterdir()} if (folder / "masks").is_dir() else {}
+        for img in images:
+            if img.stem not in masks:
+                raise DataError(f"{img}: no mask named {img.stem}.* in {folder / 'masks'}")
+        return [(img, masks[img.stem]) for img in images]
+    npz = [p for p in files if p.suffix == ".npz"]
+    if npz:
+        return [(p, None) for p in npz]
+    masks = {p.stem[: -len("_mask")]: p for p in files if p.stem.endswith("_mask")}
+    images = [p for p in files if not p.stem.endswith("_mask")]
+    for img in images:
+        if img.stem not in masks:
+            raise DataError(f"{img}: no mask {img.stem}_mask.* beside it")
+    return [(img, masks[img.stem]) for img in images]
+
+
+def load_folder(folder, size=None, label_map=None):
+    """A folder of 2D slices: NPZ files with ``image`` and ``mask`` (as in
+    ``../shared/data/real-spine``), ``images/`` + ``masks/`` subfolders, or
+    ``NAME.png`` beside ``NAME_mask.png`` (PNG or NPY)."""
+    folder = Path(folder)
+    pairs = _pairs(folder)
+    if not pairs:
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found; "
+                        f"put NAME.png + NAME_mask.png pairs, images/ + masks/, or NPZ files there")
+    images, masks = [], []
+    for img_file, mask_file in pairs:
+        image = _read_2d(img_file, "image")
+        mask = _read_2d(mask_file or img_file, "mask")
+        images.append(_check_image(image, img_file))
+        masks.append(_map_labels(mask, label_map, mask_file or img_file))
+        if image.shape != mask.shape:
+            raise DataError(f"{img_file}: image shape {image.shape} and mask shape {mask.shape} differ")
+    shapes = {a.shape for a in images}
+    if size is None and len(shapes) > 1:
+        raise DataError(f"{folder}: slices have different shapes {sorted(shapes)}; pass size= to resize them")
+    return _finish(images, masks, size)
+
+
+# --------------------------------------------------------------------- HDF5
+def load_h5(path, size=None):
+    """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "images" not in f or "masks" not in f:
+                raise DataError(f"{path}: needs datasets 'images' and 'masks' (it has {sorted(f.keys())}); "
+                                f"write one with minunet.data.save_h5")
+            images, masks = f["images"][()], f["masks"][()]
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.shape != masks.shape or images.ndim != 3:
+        raise DataError(f"{path}: images {images.shape} and masks {masks.shape} must be (N, H, W[, 1]) and (N, H, W)")
+    for i, image in enumerate(images):
+        _check_image(image, f"{path}[images][{i}]")
+    return _finish(list(images), [_map_labels(m, None, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
+
+
+def save_h5(path, images, masks, **attrs):
+    """Write ``images`` and ``masks`` (and string/number attributes) to an HDF5 data set file."""
+    from ..h5file import write_atomic
+
+    def write(f):
+        f.create_dataset("images", data=np.asarray(images, np.float32), compression="gzip", compression_opts=4)
+        f.create_dataset("masks", data=np.asarray(masks, np.uint8), compression="gzip", compression_opts=4)
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+    write_atomic(path, write)
+
+
+# ------------------------------------------------------------------ volumes
+def load_volume(image_path, mask_path, label_map, size=None):
+    """Sagittal slices of a 3D volume pair (NIfTI .nii/.nii.gz or MetaImage .mha/.mhd)
+    through SimpleITK. ``label_map`` maps mask labels to disc (1) / background (0), e.g.
+    ``{**SPIDER_DISCS, "rest": 0}``. The volume is cut across its left-right axis (read
+    from the direction cosines), each slice with superior at the top and posterior on
+    the right, as the phantom draws it. Slices without any disc are dropped."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise DataError(f"{image_path}: reading volumes needs SimpleITK; pip install 'minunet[medical]'") from None
+    vols = []
+    for p in (image_path, mask_path):
+        try:
+            vols.append(sitk.ReadImage(str(p)))
+        except RuntimeError as e:
+            raise DataError(f"{p}: unreadable volume ({str(e).strip().splitlines()[-1]}); check the file") from None
+    image, mask = (sitk.GetArrayFromImage(v) for v in vols)            # numpy axes (z, y, x)
+    if image.shape != mask.shape:
+        raise DataError(f"{image_path}: image shape {image.shape} and mask shape {mask.shape} differ")
+    image, mask = _sagittal(image, vols[0].GetDirection()), _sagittal(mask, vols[0].GetDirection())
+    _check_image(image, image_path)
+    mask = _map_labels(mask, label_map, mask_path)
+    keep = mask.reshape(len(mask), -1).any(axis=1)
+    if not keep.any():
+        raise DataError(f"{mask_path}: no disc label after mapping {label_map}; check the label map")
+    return _finish(list(image[keep].astype(np.float32)), list(mask[keep]), size)
+
+
+def _sagittal(volume, direction):
+    """Reorder a (z, y, x) volume to (left-right, superior-inferior, anterior-posterior)
+    slices: superior at the top, posterior on the right. ``direction`` is SimpleITK's
+    3x3 direction cosines in LPS; its column j is image axis j (x, y, z)."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    axis_of = {}                                   # patient axis (0 L, 1 P, 2 S) -> numpy axis
+    for np_axis in range(3):
+        vec = d[:, 2 - np_axis]
+        axis_of.setdefault(int(np.argmax(np.abs(vec))), np_axis)
+    if len(axis_of) != 3:
+        raise DataError(f"oblique volume (direction {direction}): resample it to an axis-aligned grid first")
+    out = np.transpose(volume, (axis_of[0], axis_of[2], axis_of[1]))
+    if d[2, 2 - axis_of[2]] > 0:                    # index grows towards superior: flip, superior on top
+        out = out[:, ::-1]
+    if d[1, 2 - axis_of[1]] < 0:                    # index grows towards anterior: flip, posterior right
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+# ------------------------------------------------------------------- checks
+def _check_image(image, where):
+    if not np.issubdtype(image.dtype, np.number):
+        raise DataError(f"{where}: image dtype {image.dtype} is not numeric")
+    if not np.all(np.isfinite(image)):
+        raise DataError(f"{where}: image has NaN or infinite pixels; fix or drop this slice")
+    return image.astype(np.float32)
+
+
+def _map_labels(mask, label_map, where):
+    """Mask values -> {0, 1} through label_map (identity on {0, 1} when None)."""
+    mask = np.asarray(mask)
+    if mask.dtype.kind == "f":
+        if not np.all(np.isfinite(mask)) or np.any(mask != np.round(mask)):
+            raise DataError(f"{where}: mask has non-integer values; masks hold integer labels")
+        mask = mask.astype(np.int64)
+    values = np.unique(mask)
+    if label_map is None:
+        label_map = {0: 0, 1: 1}
+    rest = label_map.get("rest")
+    uncovered = [int(v) for v in values if int(v) not in label_map and rest is None]
+    if uncovered:
+        raise DataError(f"{where}: mask labels {uncovered[:8]} are not in the label map {_short(label_map)}; "
+                        f"pass label_map= with every label (or 'rest': 0)")
+    lut = {int(v): label_map.get(int(v), rest) for v in values}
+    out = np.zeros(mask.shape, np.uint8)
+    for v, target in lut.items():
+        if target:
+            out[mask == v] = 1
+    return out
+
+
+def _short(label_map):
+    items = list(label_map.items())
+    return "{" + ", ".join(f"{k!r}: {v}" for k, v in items[:4]) + (", ...}" if len(items) > 4 else "}")
+
+
+def _finish(images, masks, size):
+    """Stack, resize, normalize: (N, H, W, 1) float32 and (N, H, W) uint8."""
+    if size is not None:
+        images = [resize(a[None], size, order=1)[0] for a in images]
+        masks = [resize(m[None], size, order=0)[0] for m in masks]
+    images = normalize(np.stack(images))[..., None]
+    return images, np.stack(masks).astype(np.uint8)
+
+
+def real_spine_folder():
+    """The shared real slices, ``../shared/data/real-spine`` beside the repository, if present."""
+    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real-spine"]
+    if os.environ.get("MINUNET_REAL_SPINE"):
+        candidates.insert(0, Path(os.environ["MINUNET_REAL_SPINE"]))
+    return next((c for c in candidates if c.is_dir() and any(c.glob("case_*.npz"))), None)
