@@ -4,7 +4,7 @@ Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F)::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
     Y = cols(xpad) @ K2           cols: (N*H*W, kh*kw*C),  K2: (kh*kw*C, F)
-    dK2 = cols^T @ dY             dcols = dY @ K2^T,  dxpad = col2im(dcols)
+    dK2 = cols^T @ dY             dX = cols(dYpad) @ flip(K)2   (dy correlated with the flipped kernel)
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input-gradient, its backward pass is a convolution's forward.
@@ -69,23 +69,28 @@ class Conv2D(Layer):
         y = cols @ kernel                                      # (N*Ho*Wo, F)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = (cols, xpad.shape, x.shape)
+        self._cache = (cols, x.shape)
         return y.reshape(n, ho, wo, self.filters)
 
     def backward(self, dy):
-        cols, pad_shape, x_shape = self._cache
+        cols, x_shape = self._cache
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
+        c = x_shape[3]
         kernel = self.params["kernel"]
-        dy = dy.reshape(n * ho * wo, f)                         # (N*Ho*Wo, F)
-        self.grads["kernel"] = (cols.T @ dy).reshape(kernel.shape).astype(kernel.dtype, copy=False)
+        dy2 = dy.reshape(n * ho * wo, f)                        # (N*Ho*Wo, F)
+        self.grads["kernel"] = (cols.T @ dy2).reshape(kernel.shape).astype(kernel.dtype, copy=False)
         if "bias" in self.params:
-            self.grads["bias"] = dy.sum(axis=0).astype(kernel.dtype, copy=False)
-        dcols = dy @ kernel.astype(dy.dtype, copy=False).reshape(-1, f).T   # (N*Ho*Wo, kh*kw*C)
-        dcols = dcols.reshape(n, ho, wo, kh, kw, x_shape[3])
-        dxpad = col2im(dcols, pad_shape[1], pad_shape[2])       # (N, Hp, Wp, C)
-        (pt, _), (pl, _) = self._pads()
-        return dxpad[:, pt : pt + x_shape[1], pl : pl + x_shape[2], :]
+            self.grads["bias"] = dy2.sum(axis=0).astype(kernel.dtype, copy=False)
+        # dx is the 'full' correlation of dy with the flipped kernel, its in/out channels swapped:
+        # dx[n, h, w, c] = sum_{i, j, f} dypad[n, h + i, w + j, f] K[kh-1-i, kw-1-j, c, f]
+        (pt, pb), (pl, pr) = self._pads()
+        xp = get_array_module(dy)
+        dypad = xp.pad(dy, ((0, 0), (kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr), (0, 0)))
+        dcols = im2col(dypad, kh, kw)                          # (N, H, W, kh, kw, F)
+        flipped = kernel.astype(dy.dtype, copy=False)[::-1, ::-1].transpose(0, 1, 3, 2)   # (kh, kw, F, C)
+        dx = dcols.reshape(-1, kh * kw * f) @ flipped.reshape(kh * kw * f, c)             # (N*H*W, C)
+        return dx.reshape(x_shape)
 
 
 class ConvTranspose2D(Layer):
