@@ -146,20 +146,33 @@ class UNet:
         """Logits (N, H, W, n_classes), or (N, H, W, 1) for a sigmoid head. With
         ``training=False`` nothing is kept for backward (minunet has no layer, such as
         dropout, that behaves differently in training; this only frees memory)."""
-        self.check_input(x)
-        skips = []
-        for block, pool in zip(self.down, self.pools):
-            x = block.forward(x)
-            skips.append(x)
-            x = pool.forward(x)
-        x = self.bridge.forward(x)
-        for up, concat, block, skip in zip(self.ups, self.concats, self.up_blocks, reversed(skips)):
-            x = block.forward(concat.forward([up.forward(x), skip]))
-        logits = self.head.forward(x)
+        for _, logits in self._levels(x):
+            pass
         if not training:
             for layer in self.layers:
                 layer._cache = None
         return logits
+
+    def features(self, x):
+        """{level name: its output} for every encoder level, the bridge, every decoder
+        level and the head (logits): what each level of the network sees."""
+        return dict(self._levels(x))
+
+    def _levels(self, x):
+        """The forward pass, yielding (name, output) after each level."""
+        self.check_input(x)
+        skips = []
+        for k, (block, pool) in enumerate(zip(self.down, self.pools)):
+            x = block.forward(x)
+            yield f"enc{k + 1}", x
+            skips.append(x)
+            x = pool.forward(x)
+        x = self.bridge.forward(x)
+        yield "bridge", x
+        for k, (up, concat, block, skip) in enumerate(zip(self.ups, self.concats, self.up_blocks, reversed(skips))):
+            x = block.forward(concat.forward([up.forward(x), skip]))
+            yield f"dec{self.depth - k}", x
+        yield "head", self.head.forward(x)
 
     def backward(self, dlogits):
         """Back-propagate dL/dlogits through the net; fills ``grads``; returns dL/dx."""
@@ -189,6 +202,12 @@ class UNet:
             out.append(to_numpy(self.activation(self.forward(batch, training=False))))
         probs = np.concatenate(out)[crop] if out else np.zeros((0,) + padded.shape[1:3] + (self.head.filters,), self.dtype)
         return probs if x_mod is np else x_mod.asarray(probs)
+
+    def segment(self, x, batch_size=8):
+        """Label maps (N, H, W) uint8: the arg-max class, or probability > 0.5 for a sigmoid head."""
+        probs = to_numpy(self.predict(x, batch_size))
+        labels = probs[..., 0] > 0.5 if self.head_activation == "sigmoid" else probs.argmax(axis=-1)
+        return labels.astype(np.uint8)
 
     # ------------------------------------------------------------------ summary
     def summary(self, input_size=128, print_fn=print):

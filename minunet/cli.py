@@ -1,0 +1,356 @@
+"""The ``minunet`` command: demo, train, evaluate, predict, summary, gradcheck, phantom.
+
+    minunet demo                      # phantom data, a small U-Net on the CPU, Dice on held-out slices
+    minunet train --epochs 100 --depth 5 --base-filters 64      # the seed's full setting
+    minunet evaluate --model out/best.h5 --data ../shared/data/real-spine
+    minunet predict --model out/best.h5 scans/ --out masks/
+    minunet summary --depth 5 --base-filters 64
+    minunet gradcheck
+    minunet phantom --out data.h5 --n 500 --seed 0
+
+Bad arguments, missing files and bad data end with one line on stderr and exit code 2.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, backend
+
+# The demo: small enough for a 2-core CPU in a few minutes, large enough to segment discs.
+DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=8,
+            batch_size=8, lr=3e-3, loss="ce+dice", seed=0)
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit code 2."""
+
+
+# ------------------------------------------------------------------ helpers
+def _load_data(args, split_seed):
+    """(train, val, test) arrays from --data or the phantom."""
+    from . import data
+
+    if getattr(args, "data", None) in (None, "phantom"):
+        n = args.n_train + args.n_val + args.n_test
+        t = time.time()
+        images, masks = data.phantom.generate(n, size=args.size, seed=args.seed)
+        print(f"phantom: {n} slices of {args.size}x{args.size} in {time.time() - t:.1f} s")
+        a, b = args.n_train, args.n_train + args.n_val
+        return (images[:a], masks[:a]), (images[a:b], masks[a:b]), (images[b:], masks[b:])
+    images, masks = data.load(args.data, size=args.size, label_map=_label_map(args))
+    n = len(images)
+    train, val, test = data.split(n, val=args.val_split, test=args.test_split, seed=split_seed)
+    print(f"{args.data}: {n} slices -> {len(train)} train, {len(val)} validation, {len(test)} test")
+    if len(train) == 0:
+        raise UsageError(f"{args.data}: too few slices ({n}) to train on")
+    pick = lambda idx: (images[idx], masks[idx])  # noqa: E731
+    return pick(train), (pick(val) if len(val) else None), (pick(test) if len(test) else None)
+
+
+def _label_map(args):
+    spec = getattr(args, "label_map", None)
+    if not spec:
+        return None
+    from .data import SPIDER_DISCS
+
+    if spec == "spider":
+        return {**SPIDER_DISCS, "rest": 0}
+    try:
+        raw = json.loads(spec)
+        return {(k if k == "rest" else int(k)): int(v) for k, v in raw.items()}
+    except (ValueError, AttributeError):
+        raise UsageError(f"--label-map {spec!r}: give JSON like '{{\"1\": 1, \"2\": 0}}' or 'spider'") from None
+
+
+def _load_model(path):
+    from .model import load
+
+    try:
+        return load(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _report(summary, title):
+    print(title)
+    for k in ("dice", "iou", "precision", "recall", "pixel_accuracy", "hd95"):
+        if k in summary:
+            print(f"  {k:<15} {summary[k]:.4f}" + ("  (pixels)" if k == "hd95" else ""))
+    if summary.get("hd95_undefined"):
+        print(f"  hd95 undefined on {summary['hd95_undefined']} slice(s) (empty prediction or mask)")
+
+
+# ----------------------------------------------------------------- commands
+def cmd_train(args, demo=False):
+    from . import data, metrics, plots
+    from .model import UNet
+    from .optim import Adam
+    from .train import EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit, resume
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    train, val, test = _load_data(args, args.seed)
+    augment = data.Augment(rotate=5, scale=0.05) if args.augment else None
+    callbacks = [ModelCheckpoint(out), LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
+    if args.patience:
+        callbacks.append(EarlyStopping(patience=args.patience))
+    if args.resume:
+        try:
+            model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    else:
+        model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
+                     upsampling=args.upsampling, seed=args.seed)
+        if args.size % 2**args.depth:
+            raise UsageError(f"--size {args.size} must be a multiple of 2**depth = {2 ** args.depth}")
+        print(f"UNet depth {args.depth}, base {args.base_filters}: {model.n_params:,} parameters; "
+              f"{args.epochs} epochs, batch {args.batch_size}, backend {backend.name()}")
+        history = fit(model, Adam(model.params, args.lr), train, val, epochs=args.epochs, batch_size=args.batch_size,
+                      loss=args.loss, augment=augment, callbacks=callbacks, seed=args.seed,
+                      verbose=0 if args.quiet else 1)
+    if history.get("stopped") == "interrupted":
+        print(f"interrupted: checkpoint saved to {out / 'last.h5'}; continue with --resume {out / 'last.h5'}")
+        return 130
+    best = out / "best.h5" if (out / "best.h5").exists() else out / "last.h5"
+    model = _load_model(best)
+    model.save(out / "model.h5")
+    plots.curves(history, out / "curves.png")
+    plots.architecture(model, args.size, out / "architecture.png")
+    elapsed = time.time() - start
+    if test is not None and len(test[0]):
+        preds = model.segment(test[0])
+        summary = metrics.summarize(preds, test[1])
+        plots.overlays(test[0], test[1], preds, out / "overlays.png")
+        _report(summary, f"held-out test slices ({len(test[0])}):")
+        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        if demo:
+            print(f"demo: mean Dice {summary['dice']:.3f} on {len(test[0])} held-out phantom slices "
+                  f"in {elapsed:.0f} s; wrote {out / 'model.h5'}, curves.png, overlays.png, architecture.png")
+    print(f"done in {elapsed:.0f} s; model: {out / 'model.h5'}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from . import data, metrics, plots
+
+    model = _load_model(args.model)
+    size = args.size or None
+    if args.data == "phantom":
+        images, masks = data.phantom.generate(args.n, size=args.size or 128, seed=args.seed)
+    else:
+        images, masks = data.load(args.data, size=size, label_map=_label_map(args))
+    preds = model.segment(images)
+    summary = metrics.summarize(preds, masks)
+    _report(summary, f"{args.data}: {len(images)} slices")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plots.overlays(images, masks, preds, Path(args.out) / "overlays.png", n=min(8, len(images)))
+        (Path(args.out) / "metrics.json").write_text(json.dumps(summary, indent=1))
+        print(f"wrote {Path(args.out) / 'overlays.png'}")
+    return 0
+
+
+def cmd_predict(args):
+    from . import data, plots
+
+    model = _load_model(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for p in map(Path, args.inputs):
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
+        files += sorted(q for q in p.iterdir() if q.suffix in data.loaders.IMAGE_EXTENSIONS) if p.is_dir() else [p]
+    if not files:
+        raise UsageError(f"no images (.png, .npy, .npz) in {', '.join(args.inputs)}")
+    import matplotlib.image
+
+    for f in files:
+        image = data.loaders._check_image(data.loaders._read_2d(f, "image"), f)
+        x = data.normalize(image[None])[..., None]
+        if args.size:
+            x = data.resize(x[..., 0], args.size)[..., None]
+        pred = model.segment(x)[0]
+        np.save(out / f"{f.stem}_mask.npy", pred)
+        matplotlib.image.imsave(out / f"{f.stem}_mask.png", pred * 255, cmap="gray", vmin=0, vmax=255)
+        plots.overlays(x, None, pred[None], out / f"{f.stem}_overlay.png", n=1)
+        print(f"{f}: {int(pred.sum())} disc pixels -> {out / (f.stem + '_mask.png')}")
+    return 0
+
+
+def cmd_summary(args):
+    from .model import UNet
+
+    if args.model:
+        model = _load_model(args.model)
+    else:
+        model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
+                     upsampling=args.upsampling, head=args.head)
+    try:
+        model.summary(args.size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_gradcheck(args):
+    from . import losses
+    from .gradcheck import check_layer, check_loss
+    from .layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
+    from .model import UNet
+
+    rng = np.random.default_rng(args.seed)
+    f64 = np.float64
+    x = rng.standard_normal((2, 6, 6, 3))
+    distinct = (rng.permutation(x.size).reshape(x.shape) * 0.01).astype(f64)        # no max-pool ties
+    cases = [("Conv2D 3x3 same", Conv2D(3, 4, 3, dtype=f64, rng=0), x),
+             ("Conv2D 1x1 (head)", Conv2D(3, 2, 1, dtype=f64, rng=0), x),
+             ("ConvTranspose2D 2x2/2", ConvTranspose2D(3, 4, 2, 2, dtype=f64, rng=0), x),
+             ("MaxPool2D 2x2/2", MaxPool2D(2), distinct),
+             ("UpSampling2D 2x", UpSampling2D(2), x),
+             ("ReLU", ReLU(), x + 0.1 * np.sign(x)),
+             ("Sigmoid", Sigmoid(), x), ("Softmax", Softmax(), x),
+             ("Concatenate", Concatenate(), [x, x[..., :2]])]
+    rows = []
+    for name, layer, inp in cases:
+        for k in ("bias",):
+            if k in layer.params:
+                layer.params[k][...] = rng.normal(0, 0.1, layer.params[k].shape)
+        rows.append((name, check_layer(layer, inp, seed=args.seed).max_error))
+    logits, labels = rng.standard_normal((2, 6, 6, 2)), rng.integers(0, 2, (2, 6, 6))
+    for fn in (losses.softmax_cross_entropy, losses.dice_loss, losses.ce_dice_loss):
+        rows.append((fn.__name__, check_loss(fn, logits, labels, seed=args.seed).max_error))
+    rows.append(("sigmoid_cross_entropy", check_loss(losses.sigmoid_cross_entropy, logits[..., :1], labels).max_error))
+    model = UNet(1, 2, depth=2, base_filters=3, dtype=f64, seed=args.seed)
+    for k, p in model.params.items():
+        if k.endswith("bias"):
+            p[...] = rng.normal(0, 0.1, p.shape)
+    report = check_layer(model, rng.standard_normal((2, 16, 16, 1)), loss=losses.ce_dice_loss,
+                         target=rng.integers(0, 2, (2, 16, 16)), seed=args.seed)
+    rows.append((f"UNet depth 2 base 3 ({len(report.rows)} arrays)", report.max_error))
+    print(f"gradient check, float64 central differences along random directions (pass: < {args.tol:g})")
+    print(f"  {'layer / loss':<36} {'max rel. error':>14}  ok")
+    for name, err in rows:
+        print(f"  {name:<36} {err:>14.2e}  {'yes' if err < args.tol else 'NO'}")
+    return 0 if all(err < args.tol for _, err in rows) else 1
+
+
+def cmd_phantom(args):
+    from . import data, plots
+
+    t = time.time()
+    images, masks = data.phantom.generate(args.n, size=args.size, seed=args.seed, labels=args.labels)
+    elapsed = time.time() - t
+    data.save_h5(args.out, images, masks, seed=args.seed, labels=args.labels, generator="minunet.data.phantom")
+    print(f"wrote {args.n} phantom slices of {args.size}x{args.size} to {args.out} ({elapsed:.1f} s to generate)")
+    if args.preview:
+        plots.phantom_grid(images, masks, args.preview)
+        print(f"wrote {args.preview}")
+    return 0
+
+
+# ------------------------------------------------------------------- parser
+def _training_flags(p, defaults):
+    p.add_argument("--data", default="phantom", help="a folder of image/mask pairs, an HDF5 file, or 'phantom' (default)")
+    p.add_argument("--label-map", help="JSON mapping of mask labels to disc (1) / background (0), or 'spider'")
+    p.add_argument("--size", type=int, default=defaults["size"], help="slice size in pixels (default %(default)s)")
+    p.add_argument("--n-train", type=int, default=defaults["n_train"], help="phantom training slices (default %(default)s)")
+    p.add_argument("--n-val", type=int, default=defaults["n_val"], help="phantom validation slices (default %(default)s)")
+    p.add_argument("--n-test", type=int, default=defaults["n_test"], help="phantom test slices (default %(default)s)")
+    p.add_argument("--val-split", type=float, default=0.1, help="validation share of a --data set (default %(default)s)")
+    p.add_argument("--test-split", type=float, default=0.1, help="test share of a --data set (default %(default)s)")
+    p.add_argument("--depth", type=int, default=defaults["depth"], help="encoder levels (default %(default)s; the seed: 5)")
+    p.add_argument("--base-filters", type=int, default=defaults["base_filters"], help="filters of level 1 (default %(default)s; the seed: 64)")
+    p.add_argument("--upsampling", choices=["transpose", "nearest"], default="transpose")
+    p.add_argument("--epochs", type=int, default=defaults["epochs"], help="default %(default)s")
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="default %(default)s")
+    p.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate, cosine-decayed (default %(default)s)")
+    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=defaults["loss"])
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False, help="flips, rotations, scalings, intensity jitter")
+    p.add_argument("--patience", type=int, default=0, help="early stopping after this many epochs without a better validation Dice (0: off)")
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--resume", help="continue from a checkpoint (last.h5) written by an earlier run")
+    p.add_argument("--out", default=defaults.get("out", "minunet-out"), help="output folder (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minunet", description="A U-Net for intervertebral-disc segmentation "
+                                     "in spinal MRI, written from scratch in NumPy.")
+    parser.add_argument("--version", action="version", version=f"minunet {__version__}")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $MINUNET_BACKEND or numpy)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train a small U-Net on phantom slices and report the held-out Dice")
+    _training_flags(p, {**DEMO, "out": "minunet-demo"})
+    p.set_defaults(func=lambda a: cmd_train(a, demo=True))
+
+    p = sub.add_parser("train", help="train a U-Net on a data set or the phantom")
+    _training_flags(p, {**DEMO, "out": "minunet-out"})
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, pixel accuracy and HD95 of a model")
+    p.add_argument("--model", required=True, help="a minunet .h5 model file")
+    p.add_argument("--data", default="phantom", help="a folder, an HDF5 file, or 'phantom' (default)")
+    p.add_argument("--label-map", help="JSON mapping of mask labels, or 'spider'")
+    p.add_argument("--size", type=int, default=0, help="resize slices to this size (default: keep; phantom: 128)")
+    p.add_argument("--n", type=int, default=64, help="phantom slices (default %(default)s)")
+    p.add_argument("--seed", type=int, default=12345, help="phantom seed (default %(default)s, unseen by the demo)")
+    p.add_argument("--out", help="write overlays.png and metrics.json here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="segment images (.png, .npy, .npz) into disc masks and overlays")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--model", required=True)
+    p.add_argument("--size", type=int, default=0, help="resize to this size first (default: keep)")
+    p.add_argument("--out", default="minunet-predictions")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="layers, output shapes, parameters and multiply-adds")
+    p.add_argument("model", nargs="?", help="a model file; without it, the configuration below")
+    p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--base-filters", type=int, default=64)
+    p.add_argument("--upsampling", choices=["transpose", "nearest"], default="transpose")
+    p.add_argument("--head", choices=["softmax", "sigmoid"], default="softmax")
+    p.add_argument("--size", type=int, default=128, help="input size for the shapes (default %(default)s)")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("gradcheck", help="check every layer's, loss's and a tiny U-Net's backward pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=1e-6)
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("phantom", help="write phantom slices to an HDF5 data set file")
+    p.add_argument("--out", required=True, help="the .h5 file to write")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", choices=["disc", "multiclass"], default="disc")
+    p.add_argument("--preview", help="also draw a grid of samples to this PNG")
+    p.set_defaults(func=cmd_phantom)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+
+    try:
+        if args.backend:
+            backend.use(args.backend)
+        return args.func(args)
+    except (UsageError, DataError, RuntimeError, FileNotFoundError) as e:
+        print(f"minunet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

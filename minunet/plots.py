@@ -1,0 +1,145 @@
+"""Pictures with matplotlib (Agg, files only): the U-Net's architecture, training
+curves, image / ground truth / prediction overlays, feature maps per level, the
+per-layer gradient norms of one step, and a grid of phantom samples."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
+
+from .backend import asarray, to_numpy  # noqa: E402
+
+DISC_COLOR = (1.0, 0.25, 0.1)
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _overlay(ax, image, mask, color=DISC_COLOR, alpha=0.45, title=None):
+    ax.imshow(image, cmap="gray")
+    if mask is not None:
+        rgba = np.zeros(mask.shape + (4,))
+        rgba[..., :3] = color
+        rgba[..., 3] = alpha * (mask > 0)
+        ax.imshow(rgba)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def architecture(model, input_size, path):
+    """The U shape of the configured network: each level with its spatial size and
+    filters; max-pooling down, up-sampling up, skip connections across."""
+    depth, base = model.depth, model.config["base_filters"]
+    up = "ConvT 2x2/2" if model.config["upsampling"] == "transpose" else "UpSampling 2x"
+    fig, ax = plt.subplots(figsize=(2.2 * depth + 4, 1.3 * depth + 2.5), dpi=100)
+    ax.set_axis_off()
+    width, height = 2.2, 0.8
+    right = 2 * depth + 4
+
+    def box(x, y, text, color):
+        ax.add_patch(Rectangle((x, y), width, height, facecolor=color, edgecolor="black", lw=0.8))
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=7.5)
+
+    def arrow(a, b, color, style="-|>", ls="-"):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, color=color, lw=1.2, ls=ls, mutation_scale=10))
+
+    for k in range(depth + 1):
+        size, filters = input_size // 2**k, base * 2**k
+        y = -1.3 * k
+        if k < depth:
+            box(k, y, f"enc{k + 1}: 2x conv3x3 + ReLU\n{size}x{size}x{filters}", "#cfe2f3")
+            box(right - k, y, f"dec{k + 1}: concat, 2x conv3x3\n{size}x{size}x{filters}", "#d9ead3")
+            arrow((k + width, y + height / 2), (right - k, y + height / 2), "gray", ls="--")
+            ax.text((k + width + right - k) / 2, y + height / 2 + 0.08, "skip (concatenate)", ha="center", fontsize=6.5, color="gray")
+            arrow((k + 0.5, y), (k + 1 + 0.5, y - 1.3 + height), "#c0392b")
+            ax.text(k + 1.05, y - 0.3, "maxpool 2x2", fontsize=6.5, color="#c0392b")
+            arrow((right - k - 1 + width - 0.5, y - 1.3 + height), (right - k + width - 0.5, y), "#27ae60")
+            ax.text(right - k - 0.2, y - 0.3, up, fontsize=6.5, color="#27ae60", ha="right")
+        else:
+            box((depth + right) / 2 - 0.3, y, f"bridge: 2x conv3x3\n{size}x{size}x{filters}", "#fce5cd")
+    n_out = model.head.filters
+    box(right + 2.8, 0, f"head: conv1x1 -> {n_out}\n{model.head_activation}\n{input_size}x{input_size}x{n_out}", "#ead1dc")
+    arrow((right + width, height / 2), (right + 2.8, height / 2), "black")
+    box(-2.8, 0, f"input\n{input_size}x{input_size}x{model.config['in_channels']}", "white")
+    arrow((-2.8 + width, height / 2), (0, height / 2), "black")
+    ax.set_xlim(-3, right + 5.2)
+    ax.set_ylim(-1.3 * depth - 0.4, 1.3)
+    ax.set_title(f"U-Net, depth {depth}, {model.n_params:,} parameters", fontsize=10)
+    return _save(fig, path)
+
+
+def curves(history, path):
+    """Training and validation loss, and validation Dice, per epoch."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axes[0].plot(epochs, history["loss"], label="train")
+    if history.get("val_loss"):
+        axes[0].plot(epochs, history["val_loss"], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend()
+    if history.get("val_dice"):
+        axes[1].plot(epochs, history["val_dice"], color="tab:green")
+        axes[1].set(xlabel="epoch", ylabel="Dice", title="validation Dice (disc)", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def overlays(images, masks, preds, path, n=6):
+    """Rows: the image, ground truth on it, the prediction on it (red = disc)."""
+    n = min(n, len(images))
+    fig, axes = plt.subplots(3 if masks is not None else 2, n, figsize=(1.9 * n, 5.9 if masks is not None else 4), dpi=100, squeeze=False)
+    for i in range(n):
+        row = 0
+        _overlay(axes[row, i], images[i, ..., 0], None, title="image" if i == 0 else None)
+        if masks is not None:
+            row += 1
+            _overlay(axes[row, i], images[i, ..., 0], masks[i], color=(0.1, 0.8, 0.2), title="ground truth" if i == 0 else None)
+        _overlay(axes[row + 1, i], images[i, ..., 0], preds[i], title="prediction" if i == 0 else None)
+    return _save(fig, path)
+
+
+def feature_maps(model, image, path, channels=4):
+    """What each encoder level, the bridge and each decoder level sees for one image
+    (H, W, C): the first ``channels`` feature maps of every level's output."""
+    levels = [(k, to_numpy(v)[0]) for k, v in model.features(asarray(image[None], dtype=model.dtype)).items() if k != "head"]
+    fig, axes = plt.subplots(len(levels), channels + 1, figsize=(1.6 * (channels + 1), 1.6 * len(levels)), dpi=100)
+    for row, (name, out) in enumerate(levels):
+        axes[row, 0].text(0.5, 0.5, f"{name}\n{out.shape[0]}x{out.shape[1]}x{out.shape[2]}", ha="center", va="center", fontsize=8)
+        axes[row, 0].set_axis_off()
+        for c in range(channels):
+            if c < out.shape[-1]:
+                axes[row, c + 1].imshow(out[..., c], cmap="magma")
+            axes[row, c + 1].set_axis_off()
+    fig.suptitle("feature maps (first channels of each level)", fontsize=9)
+    return _save(fig, path)
+
+
+def gradient_norms(model, path):
+    """Bar chart of ||dL/dkernel|| for every layer after the last backward pass."""
+    names, norms = [], []
+    for key, g in model.grads.items():
+        if key.endswith("kernel"):
+            names.append(key[: -len("/kernel")])
+            norms.append(float(np.sqrt((to_numpy(g).astype(np.float64) ** 2).sum())))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 3.2), dpi=100)
+    ax.bar(range(len(names)), norms, color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+    ax.set(ylabel="||dL/dkernel||", title="gradient norm per layer (one step)")
+    return _save(fig, path)
+
+
+def phantom_grid(images, masks, path, cols=6):
+    """Phantom samples: the image above, the disc mask overlaid below."""
+    n = min(cols, len(images))
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.0), dpi=100, squeeze=False)
+    for i in range(n):
+        _overlay(axes[0, i], images[i, ..., 0], None)
+        _overlay(axes[1, i], images[i, ..., 0], masks[i])
+    return _save(fig, path)
