@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__, backend
 
 # The demo: small enough for a 2-core CPU in a few minutes, large enough to segment discs.
-DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=8,
+DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=6,
             batch_size=8, lr=3e-3, loss="ce+dice", seed=0)
 
 
@@ -166,21 +166,27 @@ def cmd_predict(args):
     for p in map(Path, args.inputs):
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder")
-        files += sorted(q for q in p.iterdir() if q.suffix in data.loaders.IMAGE_EXTENSIONS) if p.is_dir() else [p]
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.suffix in data.loaders.IMAGE_EXTENSIONS or data.loaders.is_volume(q))
+        else:
+            files.append(p)
     if not files:
-        raise UsageError(f"no images (.png, .npy, .npz) in {', '.join(args.inputs)}")
+        raise UsageError(f"no images (.png, .npy, .npz) or volumes (.nii, .nii.gz, .mha, .mhd) in {', '.join(args.inputs)}")
     import matplotlib.image
 
     for f in files:
-        image = data.loaders._check_image(data.loaders._read_2d(f, "image"), f)
-        x = data.normalize(image[None])[..., None]
-        if args.size:
-            x = data.resize(x[..., 0], args.size)[..., None]
-        pred = model.segment(x)[0]
-        np.save(out / f"{f.stem}_mask.npy", pred)
-        matplotlib.image.imsave(out / f"{f.stem}_mask.png", pred * 255, cmap="gray", vmin=0, vmax=255)
-        plots.overlays(x, None, pred[None], out / f"{f.stem}_overlay.png", n=1)
-        print(f"{f}: {int(pred.sum())} disc pixels -> {out / (f.stem + '_mask.png')}")
+        name = f.name.split(".")[0]
+        if data.loaders.is_volume(f):
+            x = data.loaders.load_volume_slices(f, args.size or None)
+        else:
+            x = data.normalize(data.loaders._check_image(data.loaders._read_2d(f, "image"), f)[None])
+            x = (data.resize(x, args.size) if args.size else x)[..., None]
+        pred = model.segment(x)                                    # (slices, H, W)
+        np.save(out / f"{name}_mask.npy", pred if len(pred) > 1 else pred[0])
+        best = int(pred.reshape(len(pred), -1).sum(1).argmax())    # the slice with the most disc
+        matplotlib.image.imsave(out / f"{name}_mask.png", pred[best] * 255, cmap="gray", vmin=0, vmax=255)
+        plots.overlays(x[best : best + 1], None, pred[best : best + 1], out / f"{name}_overlay.png", n=1)
+        print(f"{f}: {len(pred)} slice(s), {int(pred.sum())} disc pixels -> {out / (name + '_mask.npy')}")
     return 0
 
 
@@ -306,7 +312,7 @@ def build_parser():
     p.add_argument("--out", help="write overlays.png and metrics.json here")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="segment images (.png, .npy, .npz) into disc masks and overlays")
+    p = sub.add_parser("predict", help="segment images (.png, .npy, .npz) or volumes (.nii, .mha) into disc masks and overlays")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--model", required=True)
     p.add_argument("--size", type=int, default=0, help="resize to this size first (default: keep)")

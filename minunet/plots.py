@@ -35,41 +35,40 @@ def architecture(model, input_size, path):
     """The U shape of the configured network: each level with its spatial size and
     filters; max-pooling down, up-sampling up, skip connections across."""
     depth, base = model.depth, model.config["base_filters"]
-    up = "ConvT 2x2/2" if model.config["upsampling"] == "transpose" else "UpSampling 2x"
-    fig, ax = plt.subplots(figsize=(2.2 * depth + 4, 1.3 * depth + 2.5), dpi=100)
+    up = "ConvT 2x2/2" if model.config["upsampling"] == "transpose" else "up 2x (nearest)"
+    w, h, dy = 1.7, 0.75, 1.25                     # box size; vertical step between levels
+    fig, ax = plt.subplots(figsize=(1.45 * (2 * depth + 5), 1.1 * (depth + 2)), dpi=100)
     ax.set_axis_off()
-    width, height = 2.2, 0.8
-    right = 2 * depth + 4
 
     def box(x, y, text, color):
-        ax.add_patch(Rectangle((x, y), width, height, facecolor=color, edgecolor="black", lw=0.8))
-        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=7.5)
+        ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=color, edgecolor="black", lw=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
 
-    def arrow(a, b, color, style="-|>", ls="-"):
-        ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, color=color, lw=1.2, ls=ls, mutation_scale=10))
+    def arrow(a, b, color, label=None, ls="-"):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", color=color, lw=1.2, ls=ls, mutation_scale=10))
+        if label:
+            ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.08, label, ha="center", va="bottom", fontsize=6.5, color=color)
 
-    for k in range(depth + 1):
-        size, filters = input_size // 2**k, base * 2**k
-        y = -1.3 * k
-        if k < depth:
-            box(k, y, f"enc{k + 1}: 2x conv3x3 + ReLU\n{size}x{size}x{filters}", "#cfe2f3")
-            box(right - k, y, f"dec{k + 1}: concat, 2x conv3x3\n{size}x{size}x{filters}", "#d9ead3")
-            arrow((k + width, y + height / 2), (right - k, y + height / 2), "gray", ls="--")
-            ax.text((k + width + right - k) / 2, y + height / 2 + 0.08, "skip (concatenate)", ha="center", fontsize=6.5, color="gray")
-            arrow((k + 0.5, y), (k + 1 + 0.5, y - 1.3 + height), "#c0392b")
-            ax.text(k + 1.05, y - 0.3, "maxpool 2x2", fontsize=6.5, color="#c0392b")
-            arrow((right - k - 1 + width - 0.5, y - 1.3 + height), (right - k + width - 0.5, y), "#27ae60")
-            ax.text(right - k - 0.2, y - 0.3, up, fontsize=6.5, color="#27ae60", ha="right")
-        else:
-            box((depth + right) / 2 - 0.3, y, f"bridge: 2x conv3x3\n{size}x{size}x{filters}", "#fce5cd")
-    n_out = model.head.filters
-    box(right + 2.8, 0, f"head: conv1x1 -> {n_out}\n{model.head_activation}\n{input_size}x{input_size}x{n_out}", "#ead1dc")
-    arrow((right + width, height / 2), (right + 2.8, height / 2), "black")
-    box(-2.8, 0, f"input\n{input_size}x{input_size}x{model.config['in_channels']}", "white")
-    arrow((-2.8 + width, height / 2), (0, height / 2), "black")
-    ax.set_xlim(-3, right + 5.2)
-    ax.set_ylim(-1.3 * depth - 0.4, 1.3)
-    ax.set_title(f"U-Net, depth {depth}, {model.n_params:,} parameters", fontsize=10)
+    for k in range(depth):
+        size, filters, y = input_size // 2**k, base * 2**k, -dy * k
+        xe, xd = 1.2 * k, 1.2 * (2 * depth - k)
+        box(xe, y, f"enc{k + 1}\n2x conv3x3+ReLU\n{size}x{size}x{filters}", "#cfe2f3")
+        box(xd, y, f"dec{k + 1}\nconcat, 2x conv3x3\n{size}x{size}x{filters}", "#d9ead3")
+        arrow((xe + w / 2, y), (xd - w / 2, y), "gray", "skip connection (concatenate)" if k == 0 else None, ls="--")
+        arrow((xe, y - h / 2), (xe + 1.2, y - dy + h / 2), "#c0392b")
+        ax.text(xe + 0.45, y - dy / 2, "maxpool\n2x2", fontsize=6.5, color="#c0392b", ha="right", va="center")
+        arrow((xd - 1.2, y - dy + h / 2), (xd, y - h / 2), "#27ae60")
+        ax.text(xd - 0.45, y - dy / 2, up, fontsize=6.5, color="#27ae60", ha="left", va="center")
+    size = input_size // 2**depth
+    box(1.2 * depth, -dy * depth, f"bridge\n2x conv3x3+ReLU\n{size}x{size}x{base * 2 ** depth}", "#fce5cd")
+    n_out, x_end = model.head.filters, 1.2 * 2 * depth
+    box(x_end + 2.2, 0, f"head\nconv1x1, {model.head_activation}\n{input_size}x{input_size}x{n_out}", "#ead1dc")
+    arrow((x_end + w / 2, 0), (x_end + 2.2 - w / 2, 0), "black")
+    box(-2.2, 0, f"input\n{input_size}x{input_size}x{model.config['in_channels']}", "white")
+    arrow((-2.2 + w / 2, 0), (-w / 2, 0), "black")
+    ax.set_xlim(-2.2 - w, x_end + 2.2 + w)
+    ax.set_ylim(-dy * depth - h, h + 0.3)
+    ax.set_title(f"U-Net: depth {depth}, base {base} filters, {model.n_params:,} parameters", fontsize=10)
     return _save(fig, path)
 
 

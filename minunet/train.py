@@ -15,7 +15,6 @@ checkpoint; batches and augmentation depend only on (seed, epoch), so the resume
 run gives the same numbers as one that was never interrupted.
 """
 import math
-import os
 import signal
 import threading
 from pathlib import Path
@@ -269,9 +268,3 @@ def resume(path, train, val=None, epochs=100, augment=None, callbacks=(), verbos
                   augment=augment, callbacks=callbacks, seed=st["seed"], verbose=verbose,
                   history=ck.history, state=st)
     return ck.model, ck.optimizer, history
-
-
-def default_output(folder):
-    """Make and return an output folder."""
-    os.makedirs(folder, exist_ok=True)
-    return Path(folder)

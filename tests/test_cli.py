@@ -72,3 +72,13 @@ def test_console_entry_and_help():
     assert out.returncode == 0 and "demo" in out.stdout and "gradcheck" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "minunet", "train", "--epochs", "many"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(quick) == 2 and "demo" in quick[0] and "pytest" in quick[1]
+    assert quick[1] in (root / ".ci" / "run").read_text().splitlines()

@@ -123,9 +123,6 @@ def test_real_spine_slices_load_through_the_same_path():
     assert set(np.unique(masks)) == {0, 1} and 0.002 < masks.mean() < 0.05
 
 
-sitk = pytest.importorskip if False else None
-
-
 @pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
 def test_volumes_cut_into_oriented_sagittal_slices(tmp_path, suffix):
     SimpleITK = pytest.importorskip("SimpleITK")

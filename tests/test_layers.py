@@ -265,3 +265,17 @@ def test_bad_constructor_arguments():
         Conv2D(1, 1, kernel_size=0)
     with pytest.raises(ValueError, match="unknown initializer 'orthogonal'"):
         Conv2D(1, 1, kernel_initializer="orthogonal")
+
+
+# ------------------------------------------------------------ on every backend
+@pytest.mark.parametrize("make", [
+    lambda: Conv2D(3, 4, 3, dtype=F64, rng=0), lambda: Conv2D(3, 2, 1, dtype=F64, rng=0),
+    lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0), lambda: MaxPool2D(2), lambda: UpSampling2D(2),
+    lambda: ReLU(), lambda: Sigmoid(), lambda: Softmax()], ids=["conv3x3", "conv1x1", "convT", "maxpool", "upsample",
+                                                                  "relu", "sigmoid", "softmax"])
+def test_gradients_on_each_backend(xp, make):
+    """The same gradient checks with the arrays on NumPy, and on CuPy where a GPU is present."""
+    layer = make()                                    # parameters are created on the selected backend
+    x = xp.asarray(distinct((2, 6, 6, 3), 0) if isinstance(layer, MaxPool2D) else away_from_zero((2, 6, 6, 3), 0))
+    report = check_layer(layer, x)
+    assert report.max_error < TOL, str(report)

@@ -155,32 +155,45 @@ def save_h5(path, images, masks, **attrs):
 
 
 # ------------------------------------------------------------------ volumes
+def _read_volume(path):
+    """A volume through SimpleITK as sagittal slices (left-right, superior-inferior, anterior-posterior)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise DataError(f"{path}: reading volumes needs SimpleITK; pip install 'minunet[medical]'") from None
+    try:
+        volume = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise DataError(f"{path}: unreadable volume ({str(e).strip().splitlines()[-1]}); check the file") from None
+    return _sagittal(sitk.GetArrayFromImage(volume), volume.GetDirection())
+
+
+def is_volume(path):
+    return str(path).endswith(VOLUME_EXTENSIONS)
+
+
 def load_volume(image_path, mask_path, label_map, size=None):
     """Sagittal slices of a 3D volume pair (NIfTI .nii/.nii.gz or MetaImage .mha/.mhd)
     through SimpleITK. ``label_map`` maps mask labels to disc (1) / background (0), e.g.
     ``{**SPIDER_DISCS, "rest": 0}``. The volume is cut across its left-right axis (read
     from the direction cosines), each slice with superior at the top and posterior on
     the right, as the phantom draws it. Slices without any disc are dropped."""
-    try:
-        import SimpleITK as sitk
-    except ImportError:
-        raise DataError(f"{image_path}: reading volumes needs SimpleITK; pip install 'minunet[medical]'") from None
-    vols = []
-    for p in (image_path, mask_path):
-        try:
-            vols.append(sitk.ReadImage(str(p)))
-        except RuntimeError as e:
-            raise DataError(f"{p}: unreadable volume ({str(e).strip().splitlines()[-1]}); check the file") from None
-    image, mask = (sitk.GetArrayFromImage(v) for v in vols)            # numpy axes (z, y, x)
+    image, mask = _read_volume(image_path), _read_volume(mask_path)
     if image.shape != mask.shape:
         raise DataError(f"{image_path}: image shape {image.shape} and mask shape {mask.shape} differ")
-    image, mask = _sagittal(image, vols[0].GetDirection()), _sagittal(mask, vols[0].GetDirection())
     _check_image(image, image_path)
     mask = _map_labels(mask, label_map, mask_path)
     keep = mask.reshape(len(mask), -1).any(axis=1)
     if not keep.any():
-        raise DataError(f"{mask_path}: no disc label after mapping {label_map}; check the label map")
+        raise DataError(f"{mask_path}: no disc label after mapping {_short(label_map)}; check the label map")
     return _finish(list(image[keep].astype(np.float32)), list(mask[keep]), size)
+
+
+def load_volume_slices(path, size=None):
+    """Every sagittal slice of an image volume, normalized: (N, H, W, 1) float32 (for predict)."""
+    image = _check_image(_read_volume(path), path)
+    slices = [resize(a[None], size)[0] if size else a for a in image]
+    return normalize(np.stack(slices))[..., None]
 
 
 def _sagittal(volume, direction):

@@ -1,0 +1,91 @@
+"""Time forward + backward of each layer on (8, 128, 128, 16) float32, and the share of
+that time spent in matrix products.
+
+Run: python benchmarks/layers.py [--repeat 5]
+Not a test: numbers depend on the machine. It reports the BLAS in use and the
+OPENBLAS_* settings, which change the speed of NumPy's matrix products.
+"""
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
+
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+
+        infos = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
+                 for i in threadpool_info() if i.get("user_api") == "blas"]
+        return "; ".join(infos) or "unknown"
+    except ImportError:
+        return "threadpoolctl not installed (pip install threadpoolctl)"
+
+
+def median_time(fn, repeat):
+    fn()                                             # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), float(np.min(times)), float(np.max(times))
+
+
+def matmul_time(layer, x, dy, repeat):
+    """Time of the matrix products alone that the layer performs (same shapes, same data)."""
+    layer.forward(x)
+    if isinstance(layer, Conv2D):
+        cols, _ = layer._cache
+        k = layer.params["kernel"].reshape(-1, layer.filters)
+        dy2 = dy.reshape(-1, layer.filters)
+        kh, kw = layer.kernel_size
+        dcols = np.empty((dy2.shape[0], kh * kw * layer.filters), np.float32)
+        flipped = k.reshape(kh, kw, layer.in_channels, layer.filters)[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, layer.in_channels)
+        return median_time(lambda: (cols @ k, cols.T @ dy2, dcols @ flipped), repeat)[0]
+    if isinstance(layer, ConvTranspose2D):
+        x2 = layer._cache
+        km = layer._kernel_matrix(np.float32)
+        dcols = np.empty((x2.shape[0], km.shape[1]), np.float32)
+        return median_time(lambda: (x2 @ km, x2.T @ dcols, dcols @ km.T), repeat)[0]
+    return 0.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    shape = (8, 128, 128, 16)
+    x = rng.standard_normal(shape).astype(np.float32)
+    layers = [("Conv2D 3x3 16->16", Conv2D(16, 16, 3, rng=0)), ("Conv2D 1x1 16->2", Conv2D(16, 2, 1, rng=0)),
+              ("ConvTranspose2D 2x2/2 16->16", ConvTranspose2D(16, 16, 2, 2, rng=0)),
+              ("MaxPool2D 2x2/2", MaxPool2D(2)), ("UpSampling2D 2x", UpSampling2D(2)), ("ReLU", ReLU()),
+              ("Sigmoid", Sigmoid()), ("Softmax", Softmax()), ("Concatenate 16+16", Concatenate())]
+    print(f"minunet layer benchmark: input {shape} float32, median of {args.repeat} after a warm-up")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, BLAS: {blas_info()}")
+    print("OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)") + ", OPENBLAS_L2_SIZE="
+          + os.environ.get("OPENBLAS_L2_SIZE", "(unset)"))
+    print(f"{'layer':<30} {'fwd+bwd (ms)':>13} {'min..max':>15} {'matmul (ms)':>12} {'matmul share':>13}")
+    for name, layer in layers:
+        inp = [x, x] if isinstance(layer, Concatenate) else x
+        y = layer.forward(inp)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+
+        def step():
+            layer.forward(inp)
+            layer.backward(dy)
+
+        med, lo, hi = median_time(step, args.repeat)
+        mm = matmul_time(layer, x, dy, args.repeat) if not isinstance(layer, Concatenate) else 0.0
+        share = f"{100 * mm / med:.0f}%" if mm else "-"
+        print(f"{name:<30} {1e3 * med:>13.1f} {f'{1e3 * lo:.1f}..{1e3 * hi:.1f}':>15} {1e3 * mm:>12.1f} {share:>13}")
+
+
+if __name__ == "__main__":
+    main()
