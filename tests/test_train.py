@@ -79,6 +79,7 @@ def test_early_stopping_and_schedule():
     assert warm(0) == pytest.approx(5e-3) and warm(1) == pytest.approx(1e-2)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 def test_fit_rejects_bad_input(tiny):
     train, _ = tiny
     model = _model()
