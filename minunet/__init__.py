@@ -9,8 +9,15 @@
 """
 __version__ = "0.1.0"
 
-from . import backend, gradcheck, layers, losses
-from .model import UNet, load, load_checkpoint
+from . import backend, gradcheck, keras_h5, layers, losses, model
+from .model import UNet, load_checkpoint
 from .optim import SGD, Adam
 
-__all__ = ["UNet", "Adam", "SGD", "load", "load_checkpoint", "backend", "layers", "losses", "gradcheck", "__version__"]
+
+def load(path):
+    """A UNet from a minunet model file, or from a Keras .h5 model file (see keras_h5)."""
+    return keras_h5.load(path) if keras_h5.is_keras_file(path) else model.load(path)
+
+
+__all__ = ["UNet", "Adam", "SGD", "load", "load_checkpoint", "backend", "layers", "losses", "gradcheck", "keras_h5",
+           "__version__"]

@@ -1,10 +1,11 @@
-"""The ``minunet`` command: demo, train, evaluate, predict, summary, gradcheck, phantom.
+"""The ``minunet`` command: demo, train, evaluate, predict, summary, gradcheck, convert, phantom.
 
     minunet demo                      # phantom data, a small U-Net on the CPU, Dice on held-out slices
     minunet train --epochs 100 --depth 5 --base-filters 64      # the seed's full setting
     minunet evaluate --model out/best.h5 --data ../shared/data/real-spine
     minunet predict --model out/best.h5 scans/ --out masks/
-    minunet summary --depth 5 --base-filters 64
+    minunet summary --depth 5 --base-filters 64      (or: minunet summary keras_model.h5)
+    minunet convert keras_model.h5 minunet_model.h5   (and back)
     minunet gradcheck
     minunet phantom --out data.h5 --n 500 --seed 0
 
@@ -67,7 +68,8 @@ def _label_map(args):
 
 
 def _load_model(path):
-    from .model import load
+    """A UNet from a minunet or a Keras .h5 file; errors as one line."""
+    from . import load
 
     try:
         return load(path)
@@ -247,6 +249,19 @@ def cmd_gradcheck(args):
     return 0 if all(err < args.tol for _, err in rows) else 1
 
 
+def cmd_convert(args):
+    from . import keras_h5
+
+    model = _load_model(args.source)
+    if keras_h5.is_keras_file(args.source):
+        model.save(args.target)
+        print(f"{args.source} (Keras) -> {args.target} (minunet), {model.n_params:,} parameters")
+    else:
+        keras_h5.save(model, args.target)
+        print(f"{args.source} (minunet) -> {args.target} (Keras .h5, loads in Keras 3 and tf.keras)")
+    return 0
+
+
 def cmd_phantom(args):
     from . import data, plots
 
@@ -303,7 +318,7 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, pixel accuracy and HD95 of a model")
-    p.add_argument("--model", required=True, help="a minunet .h5 model file")
+    p.add_argument("--model", required=True, help="a minunet or Keras .h5 model file")
     p.add_argument("--data", default="phantom", help="a folder, an HDF5 file, or 'phantom' (default)")
     p.add_argument("--label-map", help="JSON mapping of mask labels, or 'spider'")
     p.add_argument("--size", type=int, default=0, help="resize slices to this size (default: keep; phantom: 128)")
@@ -332,6 +347,11 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-6)
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("convert", help="a Keras .h5 model file to a minunet one, or the reverse")
+    p.add_argument("source", help="a Keras .h5 or minunet .h5 model file")
+    p.add_argument("target", help="the file to write, in the other format")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("phantom", help="write phantom slices to an HDF5 data set file")
     p.add_argument("--out", required=True, help="the .h5 file to write")

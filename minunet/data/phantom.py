@@ -19,7 +19,8 @@ lumbar scan looks, patient facing left:
   random gamma.
 
 Coordinates are fractions of the field of view (y down, x to the back), so any
-``size`` draws the same anatomy. Work is vectorized over a chunk of slices;
+``size`` draws the same kind of anatomy (the random draws, and so each slice, differ
+between sizes). Work is vectorized over a chunk of slices;
 Python loops run over structures (bodies, discs, bowel loops), never pixels.
 """
 import numpy as np
