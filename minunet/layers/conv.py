@@ -1,22 +1,23 @@
-"""Conv2D and ConvTranspose2D: one matrix product each, through im2col.
+"""Conv2D and ConvTranspose2D: a matrix product per kernel offset, through im2col.
 
-Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F)::
+Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F), and
+X_ij = the input window that kernel offset (i, j) reads, as an (N*H*W, C) matrix::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = cols(xpad) @ K2           cols: (N*H*W, kh*kw*C),  K2: (kh*kw*C, F)
-    dK2 = cols^T @ dY             dX = cols(dYpad) @ flip(K)2   (dy correlated with the flipped kernel)
+    Y = sum_ij X_ij @ K_ij           X_ij = im2col(xpad)[i, j]   K_ij = K[i, j]: (C, F)
+    dK_ij = X_ij^T @ dY              dxpad[window ij] += dY @ K_ij^T   (col2im)
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
-convolution's input-gradient, its backward pass is a convolution's forward.
+convolution's input gradient, its backward pass a convolution's forward pass.
 Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
 
     y[n, s*h + i, s*w + j, f] += x[n, h, w, c] K[i, j, f, c]      (+ b[f])
-    cols = X @ K2                 X: (N*H*W, C),  K2: (C, kh*kw*F)
-    y = col2im(cols)              dcols = im2col(dy),  dX = dcols @ K2^T,  dK2 = X^T @ dcols
+    y[window ij] += X @ K_ij^T       X: (N*H*W, C)
+    dX = sum_ij dY_ij @ K_ij         dY_ij = im2col(dy, stride s)[i, j]     dK_ij = dY_ij^T @ X
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import col2im, im2col
+from .im2col import im2col, window
 
 
 def _pair(k, what):
@@ -59,38 +60,41 @@ class Conv2D(Layer):
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else max(self.kernel_size))
         xp = get_array_module(x)
         kh, kw = self.kernel_size
-        n, h, w, c = x.shape
+        n, _, _, c = x.shape
         (pt, pb), (pl, pr) = self._pads()
         xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))) if pt + pb + pl + pr else x
-        cols = im2col(xpad, kh, kw)                            # (N, Ho, Wo, kh, kw, C)
-        _, ho, wo = cols.shape[:3]
-        cols = cols.reshape(n * ho * wo, kh * kw * c)          # (N*Ho*Wo, kh*kw*C)
-        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * c, self.filters)
-        y = cols @ kernel                                      # (N*Ho*Wo, F)
+        cols = im2col(xpad, kh, kw)                            # (kh, kw, N, Ho, Wo, C)
+        ho, wo = cols.shape[3:5]
+        cols = cols.reshape(kh * kw, n * ho * wo, c)           # one (N*Ho*Wo, C) matrix per offset
+        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw, c, self.filters)
+        y = cols[0] @ kernel[0]                                # (N*Ho*Wo, F)
+        for o in range(1, kh * kw):
+            y += cols[o] @ kernel[o]
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = (cols, x.shape)
+        self._cache = (cols, xpad.shape, x.shape)
         return y.reshape(n, ho, wo, self.filters)
 
     def backward(self, dy):
-        cols, x_shape = self._cache
+        cols, pad_shape, x_shape = self._cache
+        xp = get_array_module(dy)
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
         c = x_shape[3]
         kernel = self.params["kernel"]
+        k = kernel.astype(dy.dtype, copy=False).reshape(kh * kw, c, f)
         dy2 = dy.reshape(n * ho * wo, f)                        # (N*Ho*Wo, F)
-        self.grads["kernel"] = (cols.T @ dy2).reshape(kernel.shape).astype(kernel.dtype, copy=False)
+        dk = xp.empty((kh * kw, c, f), dtype=dy.dtype)
+        dxpad = xp.zeros(pad_shape, dtype=dy.dtype)
+        for o in range(kh * kw):
+            i, j = divmod(o, kw)
+            dk[o] = cols[o].T @ dy2                             # (C, F)
+            dxpad[window(i, j, ho, wo)] += (dy2 @ k[o].T).reshape(n, ho, wo, c)   # col2im, one offset
+        self.grads["kernel"] = dk.reshape(kernel.shape).astype(kernel.dtype, copy=False)
         if "bias" in self.params:
             self.grads["bias"] = dy2.sum(axis=0).astype(kernel.dtype, copy=False)
-        # dx is the 'full' correlation of dy with the flipped kernel, its in/out channels swapped:
-        # dx[n, h, w, c] = sum_{i, j, f} dypad[n, h + i, w + j, f] K[kh-1-i, kw-1-j, c, f]
-        (pt, pb), (pl, pr) = self._pads()
-        xp = get_array_module(dy)
-        dypad = xp.pad(dy, ((0, 0), (kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr), (0, 0)))
-        dcols = im2col(dypad, kh, kw)                          # (N, H, W, kh, kw, F)
-        flipped = kernel.astype(dy.dtype, copy=False)[::-1, ::-1].transpose(0, 1, 3, 2)   # (kh, kw, F, C)
-        dx = dcols.reshape(-1, kh * kw * f) @ flipped.reshape(kh * kw * f, c)             # (N*H*W, C)
-        return dx.reshape(x_shape)
+        (pt, _), (pl, _) = self._pads()
+        return dxpad[:, pt : pt + x_shape[1], pl : pl + x_shape[2], :]
 
 
 class ConvTranspose2D(Layer):
@@ -117,35 +121,39 @@ class ConvTranspose2D(Layer):
         (kh, kw), (s, _) = self.kernel_size, self.strides
         return (n, (h - 1) * s + kh, (w - 1) * s + kw, self.filters)
 
-    def _kernel_matrix(self, dtype):
-        kh, kw = self.kernel_size
-        k = self.params["kernel"].astype(dtype, copy=False)     # (kh, kw, F, C)
-        return k.transpose(3, 0, 1, 2).reshape(self.in_channels, kh * kw * self.filters)  # (C, kh*kw*F)
-
     def forward(self, x):
         self._check_input(x, self.in_channels)
+        xp = get_array_module(x)
         n, h, w, c = x.shape
         kh, kw = self.kernel_size
         _, ho, wo, f = self.output_shape(x.shape)
         x2 = x.reshape(n * h * w, c)                            # (N*H*W, C)
-        cols = (x2 @ self._kernel_matrix(x.dtype)).reshape(n, h, w, kh, kw, f)
-        y = col2im(cols, ho, wo, self.strides[0])               # (N, Ho, Wo, F)
+        k = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
+        y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):                                 # col2im, one offset at a time
+                y[window(i, j, h, w, self.strides[0])] += (x2 @ k[i, j].T).reshape(n, h, w, f)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = x2
+        self._cache = (x2, x.shape)
         return y
 
     def backward(self, dy):
-        x2 = self._cache
+        x2, x_shape = self._cache
+        xp = get_array_module(dy)
         kh, kw = self.kernel_size
-        f, c = self.filters, self.in_channels
         kernel = self.params["kernel"]
-        dcols = im2col(dy, kh, kw, self.strides[0])             # (N, H, W, kh, kw, F)
-        n, h, w = dcols.shape[:3]
-        dcols = dcols.reshape(n * h * w, kh * kw * f)           # (N*H*W, kh*kw*F)
-        dk = (x2.T @ dcols).reshape(c, kh, kw, f).transpose(1, 2, 3, 0)   # (kh, kw, F, C)
+        k = kernel.astype(dy.dtype, copy=False)                 # (kh, kw, F, C)
+        dcols = im2col(dy, kh, kw, self.strides[0])             # (kh, kw, N, H, W, F)
+        dcols = dcols.reshape(kh, kw, -1, self.filters)         # one (N*H*W, F) matrix per offset
+        dk = xp.empty(kernel.shape, dtype=dy.dtype)
+        dx = dcols[0, 0] @ k[0, 0]                              # (N*H*W, C)
+        for i in range(kh):
+            for j in range(kw):
+                dk[i, j] = dcols[i, j].T @ x2                   # (F, C)
+                if i or j:
+                    dx += dcols[i, j] @ k[i, j]
         self.grads["kernel"] = dk.astype(kernel.dtype, copy=False)
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=(0, 1, 2)).astype(kernel.dtype, copy=False)
-        dx = dcols @ self._kernel_matrix(dy.dtype).T            # (N*H*W, C)
-        return dx.reshape(n, h, w, c)
+        return dx.reshape(x_shape)
