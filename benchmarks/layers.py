@@ -38,21 +38,27 @@ def median_time(fn, repeat):
 
 
 def matmul_time(layer, x, dy, repeat):
-    """Time of the matrix products alone that the layer performs (same shapes, same data)."""
+    """Time of the matrix products alone that the layer performs (same shapes, same data):
+    per kernel offset, the forward product and the two backward ones."""
     layer.forward(x)
     if isinstance(layer, Conv2D):
-        cols, _ = layer._cache
-        k = layer.params["kernel"].reshape(-1, layer.filters)
+        cols, _ = layer._cache                                   # (kh*kw, N*H*W, C)
+        k = layer.params["kernel"].reshape(len(cols), layer.in_channels, layer.filters)
         dy2 = dy.reshape(-1, layer.filters)
-        kh, kw = layer.kernel_size
-        dcols = np.empty((dy2.shape[0], kh * kw * layer.filters), np.float32)
-        flipped = k.reshape(kh, kw, layer.in_channels, layer.filters)[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, layer.in_channels)
-        return median_time(lambda: (cols @ k, cols.T @ dy2, dcols @ flipped), repeat)[0]
+
+        def products():
+            for o in range(len(cols)):
+                cols[o] @ k[o], cols[o].T @ dy2, dy2 @ k[o].T
+        return median_time(products, repeat)[0]
     if isinstance(layer, ConvTranspose2D):
-        x2 = layer._cache
-        km = layer._kernel_matrix(np.float32)
-        dcols = np.empty((x2.shape[0], km.shape[1]), np.float32)
-        return median_time(lambda: (x2 @ km, x2.T @ dcols, dcols @ km.T), repeat)[0]
+        x2, _ = layer._cache                                     # (N*H*W, C)
+        k = layer.params["kernel"].reshape(-1, layer.filters, layer.in_channels)
+        d = np.empty((x2.shape[0], layer.filters), np.float32)
+
+        def products():
+            for o in range(len(k)):
+                x2 @ k[o].T, d.T @ x2, d @ k[o]
+        return median_time(products, repeat)[0]
     return 0.0
 
 

@@ -1,11 +1,12 @@
 """Conv2D and ConvTranspose2D: a matrix product per kernel offset, through im2col.
 
 Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F), and
-X_ij = the input window that kernel offset (i, j) reads, as an (N*H*W, C) matrix::
+X_ij = the (zero-padded) input window that kernel offset (i, j) reads, as an
+(N*H*W, C) matrix::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_ij X_ij @ K_ij           X_ij = im2col(xpad)[i, j]   K_ij = K[i, j]: (C, F)
-    dK_ij = X_ij^T @ dY              dxpad[window ij] += dY @ K_ij^T   (col2im)
+    Y = sum_ij X_ij @ K_ij           X_ij = im2col(x)[i, j]    K_ij = K[i, j]: (C, F)
+    dK_ij = X_ij^T @ dY              dx[window ij] += dY @ K_ij^T       (col2im)
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
@@ -17,7 +18,7 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import im2col, window
+from .im2col import im2col, span
 
 
 def _pair(k, what):
@@ -43,6 +44,7 @@ class Conv2D(Layer):
         self.params["kernel"] = initialize((kh, kw, self.in_channels, self.filters), kernel_initializer, rng, dtype)
         if use_bias:
             self.params["bias"] = zeros((self.filters,), dtype)
+        self._cols = None  # the im2col buffer, kept from one step to the next
 
     def _pads(self):
         """((top, bottom), (left, right)) zero padding of the input."""
@@ -61,40 +63,44 @@ class Conv2D(Layer):
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         n, _, _, c = x.shape
-        (pt, pb), (pl, pr) = self._pads()
-        xpad = xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))) if pt + pb + pl + pr else x
-        cols = im2col(xpad, kh, kw)                            # (kh, kw, N, Ho, Wo, C)
-        ho, wo = cols.shape[3:5]
-        cols = cols.reshape(kh * kw, n * ho * wo, c)           # one (N*Ho*Wo, C) matrix per offset
+        self._cols = im2col(x, kh, kw, self._pads(), out=self._cols)   # (kh, kw, N, Ho, Wo, C), reused
+        ho, wo = self._cols.shape[3:5]
+        cols = self._cols.reshape(kh * kw, n * ho * wo, c)     # one (N*Ho*Wo, C) matrix per offset
         kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw, c, self.filters)
         y = cols[0] @ kernel[0]                                # (N*Ho*Wo, F)
-        for o in range(1, kh * kw):
-            y += cols[o] @ kernel[o]
+        if kh * kw > 1:
+            product = xp.empty_like(y)
+            for o in range(1, kh * kw):
+                y += xp.matmul(cols[o], kernel[o], out=product)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = (cols, xpad.shape, x.shape)
+        self._cache = (cols, x.shape)
         return y.reshape(n, ho, wo, self.filters)
 
     def backward(self, dy):
-        cols, pad_shape, x_shape = self._cache
+        cols, x_shape = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
-        c = x_shape[3]
+        _, h, w, c = x_shape
+        (pt, _), (pl, _) = self._pads()
         kernel = self.params["kernel"]
         k = kernel.astype(dy.dtype, copy=False).reshape(kh * kw, c, f)
         dy2 = dy.reshape(n * ho * wo, f)                        # (N*Ho*Wo, F)
         dk = xp.empty((kh * kw, c, f), dtype=dy.dtype)
-        dxpad = xp.zeros(pad_shape, dtype=dy.dtype)
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        product = xp.empty((n * ho * wo, c), dtype=dy.dtype)
         for o in range(kh * kw):
             i, j = divmod(o, kw)
-            dk[o] = cols[o].T @ dy2                             # (C, F)
-            dxpad[window(i, j, ho, wo)] += (dy2 @ k[o].T).reshape(n, ho, wo, c)   # col2im, one offset
+            xp.matmul(cols[o].T, dy2, out=dk[o])                # dK_ij = X_ij^T dY: (C, F)
+            rows, cols_ = span(i, pt, h, ho), span(j, pl, w, wo)
+            if rows and cols_:                                  # col2im, one offset: dx += dY K_ij^T
+                block = xp.matmul(dy2, k[o].T, out=product).reshape(n, ho, wo, c)
+                dx[:, rows[1], cols_[1]] += block[:, rows[0], cols_[0]]
         self.grads["kernel"] = dk.reshape(kernel.shape).astype(kernel.dtype, copy=False)
         if "bias" in self.params:
             self.grads["bias"] = dy2.sum(axis=0).astype(kernel.dtype, copy=False)
-        (pt, _), (pl, _) = self._pads()
-        return dxpad[:, pt : pt + x_shape[1], pl : pl + x_shape[2], :]
+        return dx
 
 
 class ConvTranspose2D(Layer):
@@ -130,9 +136,10 @@ class ConvTranspose2D(Layer):
         x2 = x.reshape(n * h * w, c)                            # (N*H*W, C)
         k = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
         y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
+        s = self.strides[0]
         for i in range(kh):
-            for j in range(kw):                                 # col2im, one offset at a time
-                y[window(i, j, h, w, self.strides[0])] += (x2 @ k[i, j].T).reshape(n, h, w, f)
+            for j in range(kw):                                 # col2im, one offset: y[window ij] += X K_ij^T
+                y[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s] += (x2 @ k[i, j].T).reshape(n, h, w, f)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = (x2, x.shape)
@@ -144,7 +151,7 @@ class ConvTranspose2D(Layer):
         kh, kw = self.kernel_size
         kernel = self.params["kernel"]
         k = kernel.astype(dy.dtype, copy=False)                 # (kh, kw, F, C)
-        dcols = im2col(dy, kh, kw, self.strides[0])             # (kh, kw, N, H, W, F)
+        dcols = im2col(dy, kh, kw, stride=self.strides[0])      # (kh, kw, N, H, W, F)
         dcols = dcols.reshape(kh, kw, -1, self.filters)         # one (N*H*W, F) matrix per offset
         dk = xp.empty(kernel.shape, dtype=dy.dtype)
         dx = dcols[0, 0] @ k[0, 0]                              # (N*H*W, C)
