@@ -8,8 +8,8 @@ and Keras on the same architecture, in the same run.
 
 A training step is forward + softmax cross-entropy + backward + Adam; inference is the
 forward pass and the softmax. Each (framework, base, mode) runs in its own process, so
-the peak resident memory reported is that of the step alone (plus the interpreter and
-the framework's import). Times are the median (and min..max) of --repeat runs after
+the peak resident memory reported (VmHWM) is that of the step alone, plus the
+interpreter and the framework's import. Times are the median (and min..max) of --repeat runs after
 --warmup runs. Not a test: the numbers belong to the machine.
 """
 import argparse
@@ -47,10 +47,11 @@ def conv_flops(depth, base, size=SIZE, n=N):
     return 3 * 2 * macs * n
 
 
-def _timeit(fn, warmup, repeat, sync=lambda: None):
+def _timeit(fn, warmup, repeat, sync=lambda: None, after_warmup=lambda: None):
     for _ in range(warmup):
         fn()
     sync()
+    after_warmup()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -88,7 +89,7 @@ def worker_minunet(base, mode, args):
     if args.breakdown and mode == "train":
         from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, UpSampling2D
 
-        conv_module.im2col = timed("  of which im2col copies", conv_module.im2col)
+        conv_module.shifted = timed("  of which window copies (im2col)", conv_module.shifted)
         for cls in (Conv2D, ConvTranspose2D, MaxPool2D, UpSampling2D, ReLU, Concatenate):
             cls.forward = timed(f"{cls.__name__} forward", cls.forward)
             cls.backward = timed(f"{cls.__name__} backward", cls.backward)
@@ -105,9 +106,8 @@ def worker_minunet(base, mode, args):
     def infer():
         model.activation(model.forward(x, training=False))
 
-    times = _timeit(train if mode == "train" else infer, args.warmup, args.repeat, sync)
-    n_runs = args.warmup + args.repeat
-    return times, {k: v / n_runs for k, v in parts.items()}
+    times = _timeit(train if mode == "train" else infer, args.warmup, args.repeat, sync, parts.clear)
+    return times, {k: v / args.repeat for k, v in parts.items()}
 
 
 def worker_torch(base, mode, args):
@@ -212,6 +212,19 @@ def gemm_rate(repeat=5):
     return 2 * a.shape[0] * 576 * 64 / t / 1e9
 
 
+def peak_memory_mib():
+    """Peak resident memory of this process: VmHWM (Linux; reset by exec, unlike ru_maxrss,
+    which a child inherits from the parent it was forked from), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_worker(framework, base, mode, args):
     cmd = [sys.executable, __file__, "--worker", f"{framework}:{base}:{mode}", "--repeat", str(args.repeat),
            "--warmup", str(args.warmup), "--backend", args.backend] + (["--breakdown"] if args.breakdown else [])
@@ -246,7 +259,7 @@ def main():
     if args.worker:
         framework, base, mode = args.worker.split(":")
         times, parts = WORKERS[framework](int(base), mode, args)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_memory_mib()
         print(json.dumps({"median": float(np.median(times)), "min": min(times), "max": max(times),
                           "peak_mib": peak, "parts": parts}))
         return

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import h5file
+from . import __version__, h5file
 from .backend import DEFAULT_DTYPE, asarray, get_array_module, to_numpy
 from .layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, UpSampling2D, sigmoid, softmax
 from .optim import from_config as optimizer_from_config
@@ -260,7 +260,7 @@ class UNet:
         def write(f):
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["minunet_version"] = _version()
+            f.attrs["minunet_version"] = __version__
             f.attrs["config"] = json.dumps(self.config)
             h5file.write_arrays(f.create_group("weights"), {k: to_numpy(v) for k, v in self.params.items()})
             if optimizer is not None:
@@ -336,9 +336,3 @@ def pad_to_multiple(x, multiple):
     if ph == 0 and pw == 0:
         return x, crop
     return xp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge"), crop
-
-
-def _version():
-    from . import __version__
-
-    return __version__

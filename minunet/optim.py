@@ -15,6 +15,8 @@ moment arrays, keyed like ``model.params``.
 """
 from .backend import get_array_module, to_numpy
 
+CHUNK = 1 << 18  # elements updated at a time: the arrays of one chunk stay in cache
+
 
 class Optimizer:
     """Holds references to the parameter arrays and one dict of slot arrays per moment."""
@@ -65,12 +67,26 @@ class Adam(Optimizer):
 
     def _update(self, k, p, g):
         xp = get_array_module(p)
-        m, v = self.slots["m"][k], self.slots["v"][k]
         b1, b2, t = self.beta_1, self.beta_2, self.iterations
-        m += (1 - b1) * (g - m)                  # = b1 m + (1 - b1) g, in place
-        v += (1 - b2) * (g * g - v)
         alpha = self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
-        p -= (alpha * m / (xp.sqrt(v) + self.epsilon)).astype(p.dtype, copy=False)
+        p, g, m, v = (a.reshape(-1) for a in (p, g, self.slots["m"][k], self.slots["v"][k]))   # flat views
+        if getattr(self, "_tmp", None) is None or self._tmp.dtype != p.dtype:
+            self._tmp = xp.empty(CHUNK, dtype=p.dtype)
+        for start in range(0, p.size, CHUNK):    # in cache-sized chunks, with one small temporary
+            s = slice(start, start + CHUNK)
+            pc, gc, mc, vc = p[s], g[s], m[s], v[s]
+            tmp = self._tmp[: pc.size]
+            mc *= b1                             # m <- b1 m + (1 - b1) g
+            mc += xp.multiply(gc, 1 - b1, out=tmp)
+            vc *= b2                             # v <- b2 v + (1 - b2) g^2
+            xp.multiply(gc, gc, out=tmp)
+            tmp *= 1 - b2
+            vc += tmp
+            xp.sqrt(vc, out=tmp)                 # p <- p - alpha m / (sqrt(v) + eps)
+            tmp += self.epsilon
+            xp.divide(mc, tmp, out=tmp)
+            tmp *= alpha
+            pc -= tmp
 
 
 class SGD(Optimizer):

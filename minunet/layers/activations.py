@@ -1,6 +1,6 @@
 """Element-wise activations and the channel softmax.
 
-ReLU:     y = max(x, 0)             dx = dy * [x > 0]
+ReLU:     y = max(x, 0)             dx = dy * [y > 0]   (from the output, which the next layer keeps anyway)
 Sigmoid:  y = 1 / (1 + e^-x)        dx = dy * y * (1 - y)
 Softmax:  y = e^x / sum(e^x)        dx = y * (dy - sum(dy * y))   (sums over the class axis)
 """
@@ -14,11 +14,12 @@ class ReLU(Layer):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self._cache = x > 0
-        return xp.maximum(x, 0)
+        self._cache = y = xp.maximum(x, 0)
+        return y
 
     def backward(self, dy):
-        return dy * self._cache
+        xp = get_array_module(dy)
+        return xp.where(self._cache > 0, dy, dy.dtype.type(0))
 
 
 def sigmoid(x):

@@ -1,24 +1,26 @@
-"""Conv2D and ConvTranspose2D: a matrix product per kernel offset, through im2col.
+"""Conv2D and ConvTranspose2D: a sum of shifted 1x1 convolutions, one matrix product per
+kernel offset (see ``im2col.shifted``).
 
 Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F), and
-X_ij = the (zero-padded) input window that kernel offset (i, j) reads, as an
-(N*H*W, C) matrix::
+X_ij = shifted(x, i, j), the zero-padded input as kernel offset (i, j) reads it,
+an (N*H*W, C) matrix::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_ij X_ij @ K_ij           X_ij = im2col(x)[i, j]    K_ij = K[i, j]: (C, F)
-    dK_ij = X_ij^T @ dY              dx[window ij] += dY @ K_ij^T       (col2im)
+    Y = sum_ij X_ij @ K_ij                           K_ij = K[i, j]: (C, F)
+    dK_ij = X_ij^T @ dY                              (X_ij recomputed, not kept)
+    dx[window ij] += dY @ K_ij^T                     (col2im, one offset at a time)
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
 Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
 
     y[n, s*h + i, s*w + j, f] += x[n, h, w, c] K[i, j, f, c]      (+ b[f])
-    y[window ij] += X @ K_ij^T       X: (N*H*W, C)
-    dX = sum_ij dY_ij @ K_ij         dY_ij = im2col(dy, stride s)[i, j]     dK_ij = dY_ij^T @ X
+    y[window ij] += X @ K_ij^T                       X: (N*H*W, C)
+    dX = sum_ij dY_ij @ K_ij     dK_ij = dY_ij^T @ X     dY_ij = shifted(dy, i, j, stride s)
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import im2col, span
+from .im2col import shifted, span
 
 
 def _pair(k, what):
@@ -44,7 +46,6 @@ class Conv2D(Layer):
         self.params["kernel"] = initialize((kh, kw, self.in_channels, self.filters), kernel_initializer, rng, dtype)
         if use_bias:
             self.params["bias"] = zeros((self.filters,), dtype)
-        self._cols = None  # the im2col buffer, kept from one step to the next
 
     def _pads(self):
         """((top, bottom), (left, right)) zero padding of the input."""
@@ -62,42 +63,44 @@ class Conv2D(Layer):
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else max(self.kernel_size))
         xp = get_array_module(x)
         kh, kw = self.kernel_size
-        n, _, _, c = x.shape
-        self._cols = im2col(x, kh, kw, self._pads(), out=self._cols)   # (kh, kw, N, Ho, Wo, C), reused
-        ho, wo = self._cols.shape[3:5]
-        cols = self._cols.reshape(kh * kw, n * ho * wo, c)     # one (N*Ho*Wo, C) matrix per offset
-        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw, c, self.filters)
-        y = cols[0] @ kernel[0]                                # (N*Ho*Wo, F)
-        if kh * kw > 1:
-            product = xp.empty_like(y)
-            for o in range(1, kh * kw):
-                y += xp.matmul(cols[o], kernel[o], out=product)
+        n, ho, wo, f = self.output_shape(x.shape)
+        c = x.shape[3]
+        pads = self._pads()[0][0], self._pads()[1][0]
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)           # (kh, kw, C, F)
+        window = xp.empty((n, ho, wo, c), dtype=x.dtype)                      # X_ij, one offset at a time
+        product = xp.empty((n * ho * wo, f), dtype=x.dtype)
+        y = xp.zeros((n * ho * wo, f), dtype=x.dtype)                         # (N*Ho*Wo, F)
+        for i in range(kh):
+            for j in range(kw):
+                shifted(x, i, j, window, pads)
+                y += xp.matmul(window.reshape(-1, c), kernel[i, j], out=product)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = (cols, x.shape)
-        return y.reshape(n, ho, wo, self.filters)
+        self._cache = x
+        return y.reshape(n, ho, wo, f)
 
     def backward(self, dy):
-        cols, x_shape = self._cache
+        x = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
-        _, h, w, c = x_shape
-        (pt, _), (pl, _) = self._pads()
+        _, h, w, c = x.shape
+        pads = self._pads()[0][0], self._pads()[1][0]
         kernel = self.params["kernel"]
-        k = kernel.astype(dy.dtype, copy=False).reshape(kh * kw, c, f)
-        dy2 = dy.reshape(n * ho * wo, f)                        # (N*Ho*Wo, F)
-        dk = xp.empty((kh * kw, c, f), dtype=dy.dtype)
-        dx = xp.zeros(x_shape, dtype=dy.dtype)
-        product = xp.empty((n * ho * wo, c), dtype=dy.dtype)
-        for o in range(kh * kw):
-            i, j = divmod(o, kw)
-            xp.matmul(cols[o].T, dy2, out=dk[o])                # dK_ij = X_ij^T dY: (C, F)
-            rows, cols_ = span(i, pt, h, ho), span(j, pl, w, wo)
-            if rows and cols_:                                  # col2im, one offset: dx += dY K_ij^T
-                block = xp.matmul(dy2, k[o].T, out=product).reshape(n, ho, wo, c)
-                dx[:, rows[1], cols_[1]] += block[:, rows[0], cols_[0]]
-        self.grads["kernel"] = dk.reshape(kernel.shape).astype(kernel.dtype, copy=False)
+        k = kernel.astype(dy.dtype, copy=False)
+        dy2 = dy.reshape(n * ho * wo, f)                                      # (N*Ho*Wo, F)
+        dk = xp.empty(kernel.shape, dtype=dy.dtype)
+        dx = xp.zeros(x.shape, dtype=dy.dtype)
+        window = xp.empty((n, ho, wo, c), dtype=dy.dtype)                     # X_ij, then dY K_ij^T
+        for i in range(kh):
+            for j in range(kw):
+                shifted(x, i, j, window, pads)                               # X_ij again
+                xp.matmul(window.reshape(-1, c).T, dy2, out=dk[i, j])        # dK_ij = X_ij^T dY: (C, F)
+                rows, cols = span(i, pads[0], h, ho), span(j, pads[1], w, wo)
+                if rows and cols:                                           # col2im: dx += dY K_ij^T
+                    xp.matmul(dy2, k[i, j].T, out=window.reshape(-1, c))
+                    dx[:, rows[1], cols[1]] += window[:, rows[0], cols[0]]
+        self.grads["kernel"] = dk.astype(kernel.dtype, copy=False)
         if "bias" in self.params:
             self.grads["bias"] = dy2.sum(axis=0).astype(kernel.dtype, copy=False)
         return dx
@@ -151,15 +154,16 @@ class ConvTranspose2D(Layer):
         kh, kw = self.kernel_size
         kernel = self.params["kernel"]
         k = kernel.astype(dy.dtype, copy=False)                 # (kh, kw, F, C)
-        dcols = im2col(dy, kh, kw, stride=self.strides[0])      # (kh, kw, N, H, W, F)
-        dcols = dcols.reshape(kh, kw, -1, self.filters)         # one (N*H*W, F) matrix per offset
+        n, h, w, c = x_shape
+        window = xp.empty((n, h, w, self.filters), dtype=dy.dtype)             # dY_ij
+        product = xp.empty((n * h * w, c), dtype=dy.dtype)
         dk = xp.empty(kernel.shape, dtype=dy.dtype)
-        dx = dcols[0, 0] @ k[0, 0]                              # (N*H*W, C)
+        dx = xp.zeros((n * h * w, c), dtype=dy.dtype)                         # (N*H*W, C)
         for i in range(kh):
             for j in range(kw):
-                dk[i, j] = dcols[i, j].T @ x2                   # (F, C)
-                if i or j:
-                    dx += dcols[i, j] @ k[i, j]
+                dyij = shifted(dy, i, j, window, stride=self.strides[0]).reshape(-1, self.filters)
+                xp.matmul(dyij.T, x2, out=dk[i, j])                         # dK_ij = dY_ij^T X: (F, C)
+                dx += xp.matmul(dyij, k[i, j], out=product)
         self.grads["kernel"] = dk.astype(kernel.dtype, copy=False)
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=(0, 1, 2)).astype(kernel.dtype, copy=False)

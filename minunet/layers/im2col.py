@@ -1,26 +1,27 @@
-"""im2col and its adjoint, as a loop over the kh*kw kernel offsets.
+"""The input as one kernel offset sees it: im2col one offset at a time.
 
-For a kernel offset (i, j), the pixels that it multiplies form one strided slice of
-the zero-padded input. im2col copies those slices one after another::
+A kh x kw convolution is a sum of kh*kw shifted 1x1 convolutions. For kernel
+offset (i, j), every output pixel reads the input pixel (s*y + i, s*x + j) of the
+zero-padded input, so the whole layer is::
 
-    cols[i, j, n, y, x, c] = xpad[n, s*y + i, s*x + j, c]
+    Y = sum_ij shifted(x, i, j) @ K[i, j]          shifted(x, i, j): (N*Ho*Wo, C)
 
-Each copy fills one contiguous block of ``cols`` from rows of the input that are
-themselves contiguous (W*C floats), so it runs at memory speed; a convolution is
-then one matrix product per offset, ``sum_ij cols[i, j] @ K[i, j]``. The padding is
-never built: ``span`` gives, per offset, the part of the block that reads real pixels;
-the rest of the block stays zero. A caller that keeps ``cols`` between steps (same
-shape) reuses it: the zeros are already there and no memory is allocated.
+``shifted`` copies that strided window into a contiguous (N, Ho, Wo, C) buffer: a
+copy of rows that are contiguous in the input (W*C floats), so it runs at memory
+speed. It is im2col, one offset at a time: the full (N*Ho*Wo, kh*kw*C) matrix is
+never built, and the layers recompute a window in the backward pass instead of
+keeping nine copies of their input.
 
-The adjoint, col2im, adds each block back where it came from, ``dx[span] +=
-block[span]``; the layers fuse it with each offset's matrix product. The loops run
-kh*kw times (9 for a 3x3 kernel), never over pixels or over the batch, and use only
-slicing, so they are the same code on NumPy and CuPy.
+The padding is never built either: ``span`` gives, per offset, the outputs that read
+real pixels and the input rows they read; the buffer's other rows and columns are
+zeroed. The adjoint (col2im) adds a block back where it came from:
+``dx[:, rows_in, cols_in] += block[:, rows_out, cols_out]``. Loops run over the kh*kw
+offsets, never over pixels or over the batch, and use only slicing: the same code on
+NumPy and CuPy.
 """
-from ..backend import get_array_module
 
 
-def out_size(size, k, stride, pad=(0, 0)):
+def out_size(size, k, stride=1, pad=(0, 0)):
     """Number of windows of width k, step `stride`, in `size` padded by pad[0] + pad[1]."""
     return (size + pad[0] + pad[1] - k) // stride + 1
 
@@ -36,19 +37,18 @@ def span(i, pad, size, n_out, stride=1):
     return slice(lo, hi), slice(start, start + stride * (hi - lo - 1) + 1, stride)
 
 
-def im2col(x, kh, kw, pads=((0, 0), (0, 0)), stride=1, out=None):
-    """(N, H, W, C) -> (kh, kw, N, Ho, Wo, C) of x zero-padded by ``pads`` ((top, bottom),
-    (left, right)). ``out``, if given, is a zero-bordered buffer from an earlier call."""
-    xp = get_array_module(x)
-    n, h, w, c = x.shape
-    ho, wo = out_size(h, kh, stride, pads[0]), out_size(w, kw, stride, pads[1])
-    shape = (kh, kw, n, ho, wo, c)
-    if out is None or out.shape != shape or out.dtype != x.dtype:
-        out = xp.zeros(shape, dtype=x.dtype)
-    for i in range(kh):
-        rows = span(i, pads[0][0], h, ho, stride)
-        for j in range(kw):
-            cols = span(j, pads[1][0], w, wo, stride)
-            if rows and cols:
-                out[i, j, :, rows[0], cols[0]] = x[:, rows[1], cols[1]]
+def shifted(x, i, j, out, pads=(0, 0), stride=1):
+    """Fill ``out`` (N, Ho, Wo, C) with what kernel offset (i, j) reads from x (N, H, W, C)
+    zero-padded by ``pads`` = (top, left): out[n, y, x] = xpad[n, s*y + i, s*x + j]."""
+    _, h, w, _ = x.shape
+    _, ho, wo, _ = out.shape
+    rows, cols = span(i, pads[0], h, ho, stride), span(j, pads[1], w, wo, stride)
+    if rows is None or cols is None:
+        out[...] = 0
+        return out
+    out[:, rows[0], cols[0]] = x[:, rows[1], cols[1]]
+    out[:, : rows[0].start] = 0                            # rows and columns that read the padding
+    out[:, rows[0].stop :] = 0
+    out[:, :, : cols[0].start] = 0
+    out[:, :, cols[0].stop :] = 0
     return out
