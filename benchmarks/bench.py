@@ -159,23 +159,17 @@ def worker_torch(base, mode, args):
 
 def worker_keras(base, mode, args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tempfile
+
     import keras
 
-    L = keras.layers
-    x_in = inputs = L.Input((SIZE, SIZE, 1))
-    skips = []
-    for k in range(DEPTH):
-        x_in = L.Conv2D(base * 2**k, 3, activation="relu", padding="same")(x_in)
-        x_in = L.Conv2D(base * 2**k, 3, activation="relu", padding="same")(x_in)
-        skips.append(x_in)
-        x_in = L.MaxPooling2D(2)(x_in)
-    x_in = L.Conv2D(base * 2**DEPTH, 3, activation="relu", padding="same")(x_in)
-    x_in = L.Conv2D(base * 2**DEPTH, 3, activation="relu", padding="same")(x_in)
-    for k in reversed(range(DEPTH)):
-        x_in = L.concatenate([L.Conv2DTranspose(base * 2**k, 2, strides=2)(x_in), skips[k]])
-        x_in = L.Conv2D(base * 2**k, 3, activation="relu", padding="same")(x_in)
-        x_in = L.Conv2D(base * 2**k, 3, activation="relu", padding="same")(x_in)
-    model = keras.Model(inputs, L.Conv2D(2, 1, activation="softmax")(x_in))
+    import minunet
+    from minunet import keras_h5
+
+    # the same network, by way of minunet's Keras export: one definition of the architecture
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_h5.save(minunet.UNet(depth=DEPTH, base_filters=base), f"{tmp}/unet.h5", input_size=SIZE)
+        model = keras.models.load_model(f"{tmp}/unet.h5", compile=False)
     model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, SIZE, SIZE, 1)).astype(np.float32)
