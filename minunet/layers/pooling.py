@@ -54,9 +54,8 @@ class MaxPool2D(Layer):
         xp = get_array_module(dy)
         _, ho, wo, _ = dy.shape
         dx = xp.zeros(x_shape, dtype=dy.dtype)
-        zero = dy.dtype.type(0)
         for k, (i, j) in enumerate(offsets):
-            dx[self._window(i, j, ho, wo)] += xp.where(arg == k, dy, zero)
+            dx[self._window(i, j, ho, wo)] += dy * (arg == k)
         return dx
 
 
