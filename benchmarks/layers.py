@@ -42,13 +42,17 @@ def matmul_time(layer, x, dy, repeat):
     per kernel offset, the forward product and the two backward ones."""
     layer.forward(x)
     if isinstance(layer, Conv2D):
-        cols, _ = layer._cache                                   # (kh*kw, N*H*W, C)
-        k = layer.params["kernel"].reshape(len(cols), layer.in_channels, layer.filters)
+        from minunet.layers.im2col import shifted
+
+        kh, kw = layer.kernel_size
+        windows = [shifted(x, i, j, np.empty_like(x), ((kh - 1) // 2, (kw - 1) // 2)).reshape(-1, layer.in_channels)
+                   for i in range(kh) for j in range(kw)]                      # X_ij, as the layer computes them
+        k = layer.params["kernel"].reshape(kh * kw, layer.in_channels, layer.filters)
         dy2 = dy.reshape(-1, layer.filters)
 
         def products():
-            for o in range(len(cols)):
-                cols[o] @ k[o], cols[o].T @ dy2, dy2 @ k[o].T
+            for o, window in enumerate(windows):
+                window @ k[o], window.T @ dy2, dy2 @ k[o].T
         return median_time(products, repeat)[0]
     if isinstance(layer, ConvTranspose2D):
         x2, _ = layer._cache                                     # (N*H*W, C)
