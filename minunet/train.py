@@ -141,7 +141,8 @@ class _Trainer:
 
 
 class _DeferredInterrupt:
-    """Turns SIGINT into a flag checked between steps (main thread only)."""
+    """Turns the first SIGINT into a flag checked between steps (main thread only); a
+    second Ctrl-C stops at once, as usual."""
 
     def __init__(self):
         self.requested = False
@@ -153,6 +154,8 @@ class _DeferredInterrupt:
         return self
 
     def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
