@@ -82,7 +82,8 @@ def _directional_errors(measure, weight, arrays, grads, steps, directions, rng):
 
 
 def check_layer(layer, x, dy=None, loss=None, target=None, steps=(1e-5, 1e-6, 1e-7), directions=3, seed=0):
-    """Check ``layer.backward`` (dx and every ``layer.grads`` entry) by central differences.
+    """Check ``layer.backward`` (dx and every ``layer.grads`` entry) by central differences
+    at each step size in ``steps``, along ``directions`` random directions per array.
 
     x is an array, or a list of arrays for Concatenate. Anything with forward,
     backward, params and grads can be checked, a whole UNet included; give
@@ -113,7 +114,7 @@ def check_layer(layer, x, dy=None, loss=None, target=None, steps=(1e-5, 1e-6, 1e
         seed_grad = dy
     dxs = layer.backward(seed_grad)
     dxs = list(dxs) if isinstance(dxs, (list, tuple)) else [dxs]
-    grads = dict(zip(inputs, dxs))
+    grads = {name: d.copy() for name, d in zip(inputs, dxs)}   # copies: later passes may reuse buffers
     grads.update({name: g.copy() for name, g in layer.grads.items()})
     arrays = {**inputs, **params}
     rows = _directional_errors(run, seed_grad, arrays, grads, steps, directions, rng)
@@ -128,8 +129,10 @@ def check_loss(loss, logits, target, steps=(1e-5, 1e-6, 1e-7), directions=3, see
     _require_float64(arrays, "input")
     _, dlogits = loss(arrays["logits"], target)
 
+    xp = get_array_module(logits)
+
     def measure():
-        return np.asarray(loss(arrays["logits"], target)[0])
+        return xp.asarray(loss(arrays["logits"], target)[0])
 
     rows = _directional_errors(measure, 1.0, arrays, {"logits": dlogits}, steps, directions, rng)
     return Report(f"gradient check: {getattr(loss, '__name__', 'loss')} (float64, {directions} random directions, steps {steps})", rows)

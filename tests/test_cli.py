@@ -82,3 +82,13 @@ def test_ci_runs_the_readme_test_command():
     quick = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
     assert len(quick) == 2 and "demo" in quick[0] and "pytest" in quick[1]
     assert quick[1] in (root / ".ci" / "run").read_text().splitlines()
+
+
+def test_predict_on_a_volume(trained, tmp_path):
+    SimpleITK = pytest.importorskip("SimpleITK")
+    volume = np.random.default_rng(0).uniform(0, 100, (32, 32, 3)).astype(np.float32)   # (z, y, x): 3 sagittal slices
+    SimpleITK.WriteImage(SimpleITK.GetImageFromArray(volume), str(tmp_path / "scan.nii.gz"))
+    assert main(["predict", "--model", str(trained / "model.h5"), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "p")]) == 0
+    masks = np.load(tmp_path / "p" / "scan_mask.npy")
+    assert masks.shape == (3, 32, 32) and set(np.unique(masks)) <= {0, 1}
+    assert (tmp_path / "p" / "scan_overlay.png").exists()
