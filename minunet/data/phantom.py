@@ -131,152 +131,180 @@ def _paint(image, alpha, value):
 # ----------------------------------------------------------------- the anatomy
 def _draw_chunk(rng, b, size):
     """b slices: tissue intensities in [0, ~1] after acquisition, and multiclass labels."""
-    grid = ((np.arange(size) + 0.5) / size).astype(np.float32)
-    y, x = grid[None, :, None], grid[None, None, :]      # (1, size, 1), (1, 1, size)
-    edge = np.float32(1.5 / size)                        # soft-edge width: 1.5 pixels
+    chunk = _Chunk(rng, b, size)
+    chunk.front()
+    chunk.back()
+    chunk.discs(chunk.vertebrae())
+    return chunk.acquire(), chunk.labels
 
-    # --- the column: how many bodies, how big, where, how curved ---------------
-    k = rng.integers(5, MAX_BODIES + 1, b)                                    # bodies in view, the sacrum last
-    ratio = rng.uniform(0.2, 0.32, b)                                        # disc / body height
-    first = rng.uniform(0.08, 0.14, b)                                       # top endplate of body 1
-    span = rng.uniform(0.82, 0.95, b) - first                                # down to the sacrum's top
-    height = span / (k - 1 + (k - 1) * ratio + 0.03 * k * (k - 1) / 2)       # body 1's height
-    top = first - height * (1 + ratio)                                       # body 0, cut by the top edge
-    coverage = 1.1 - top                                                     # the column runs off the bottom
-    x_mid = rng.uniform(0.38, 0.52, b)
-    tilt = rng.uniform(-0.12, 0.12, b)
-    lordosis = rng.uniform(0.03, 0.1, b)
 
-    def centre(yy):
-        """x of the centre line at heights yy (b, ...), and its angle from vertical."""
-        top_, cov, xm, tl, lo = (a.reshape((b,) + (1,) * (yy.ndim - 1)) for a in (top, coverage, x_mid, tilt, lordosis))
-        t = np.clip(yy - top_, 0, cov) / cov
-        xc = xm + tl * (yy - 0.5) - lo * np.sin(np.pi * t)
-        slope = tl - lo * np.pi / cov * np.cos(np.pi * t) * ((yy > top_) & (yy < top_ + cov))
-        return xc, np.arctan(slope)
+class _Chunk:
+    """The anatomy of b slices, painted back to front. Arrays of per-slice values are
+    (b,) or (b, 1, 1); images are (b, size, size). The random draws happen in a fixed
+    order, so a seed always gives the same slices."""
 
-    width = height * rng.uniform(1.2, 1.55, b)            # antero-posterior depth of a body
-    xc_row, theta_row = centre(np.broadcast_to(grid, (b, size)).astype(np.float64))
-    v_row = ((x - xc_row[:, :, None]) * np.cos(theta_row[:, :, None])).astype(np.float32)  # across the centre line
-    half_width = (width / 2).astype(np.float32)[:, None, None]
+    def __init__(self, rng, b, size):
+        self.rng, self.b, self.size = rng, b, size
+        grid = ((np.arange(size) + 0.5) / size).astype(np.float32)
+        self.y, self.x = grid[None, :, None], grid[None, None, :]      # (1, size, 1), (1, 1, size)
+        self.edge = np.float32(1.5 / size)                             # soft-edge width: 1.5 pixels
 
-    # --- tissue values, drawn per slice (T2-like, with the spread real scans have)
-    marrow = _u(rng, 0.28, 0.55, b)
-    csf = _u(rng, 0.8, 1.0, b)
-    fat = _u(rng, 0.6, 0.95, b)
-    muscle = _u(rng, 0.1, 0.22, b)
-    abdomen = _u(rng, 0.06, 0.22, b)
-    degeneration = rng.beta(1.3, 1.0, b)                   # slice-level tendency; discs vary around it
+        # the column: how many bodies, how big, where, how curved
+        self.k = rng.integers(5, MAX_BODIES + 1, b)                    # bodies in view, the sacrum last
+        self.ratio = rng.uniform(0.2, 0.32, b)                         # disc / body height
+        first = rng.uniform(0.08, 0.14, b)                             # top endplate of body 1
+        span = rng.uniform(0.82, 0.95, b) - first                      # down to the sacrum's top
+        k = self.k
+        self.height = span / (k - 1 + (k - 1) * self.ratio + 0.03 * k * (k - 1) / 2)   # body 1's height
+        self.top = first - self.height * (1 + self.ratio)              # body 0, cut by the top edge
+        self.coverage = 1.1 - self.top                                 # the column runs off the bottom
+        self.x_mid = rng.uniform(0.38, 0.52, b)
+        self.tilt = rng.uniform(-0.12, 0.12, b)
+        self.lordosis = rng.uniform(0.03, 0.1, b)
+        self.width = self.height * rng.uniform(1.2, 1.55, b)           # antero-posterior depth of a body
+        self.xc_row, self.theta_row = self.centre(np.broadcast_to(grid, (b, size)).astype(np.float64))
+        self.v_row = ((self.x - self.xc_row) * np.cos(self.theta_row)).astype(np.float32)   # across the centre line
+        self.half_width = (self.width / 2).astype(np.float32)[:, None, None]
 
-    soft_texture = _smooth_noise(rng, b, size, 0.02)    # abdomen in front, fat behind: they never overlap
-    image = abdomen * np.clip(1 + 0.6 * soft_texture, 0.1, None)
-    labels = np.zeros((b, size, size), np.uint8)
+        # tissue values, drawn per slice (T2-like, with the spread real scans have)
+        self.marrow = _u(rng, 0.28, 0.55, b)
+        self.csf = _u(rng, 0.8, 1.0, b)
+        self.fat = _u(rng, 0.6, 0.95, b)
+        self.muscle = _u(rng, 0.1, 0.22, b)
+        abdomen = _u(rng, 0.06, 0.22, b)
+        self.degeneration = rng.beta(1.3, 1.0, b)                      # slice-level tendency; discs vary around it
+        self.soft_texture = _smooth_noise(rng, b, size, 0.02)          # abdomen in front, fat behind: never overlap
+        self.image = abdomen * np.clip(1 + 0.6 * self.soft_texture, 0.1, None)
+        self.labels = np.zeros((b, size, size), np.uint8)
 
-    # --- in front of the spine: bowel loops, psoas and vessels -----------------
-    front = v_row + half_width                            # < 0 in front of the bodies
-    for _ in range(10):
-        cy, cx = _u(rng, -0.05, 1.05, b), (x_mid[:, None, None] - _u(rng, 0.14, 0.6, b)).astype(np.float32)
-        turn = _u(rng, 0, np.pi, b)
-        u, v = _local(y, x, cy, cx, turn)
-        d = _superellipse(u, v, _u(rng, 0.02, 0.08, b), _u(rng, 0.012, 0.04, b))
-        loop = _soft(d, edge) * _soft(front + 0.02, edge)
-        content = rng.choice([0.02, 0.12, 0.3, 0.6, 0.9], b).astype(np.float32)[:, None, None]
-        _paint(image, loop, content * _u(rng, 0.6, 1.1, b))
-        _paint(image, _soft(np.abs(d) - 0.003, edge) * loop, 0.03)                       # bowel wall
-    psoas = _soft(np.abs(front + 0.06) - 0.035, 4 * edge) * _soft(y - top[:, None, None] - 0.35, 8 * edge)
-    _paint(image, psoas * (rng.random(b) < 0.6)[:, None, None], muscle * 1.3)
-    vessel_w = _u(rng, 0.02, 0.04, b)
-    vessel = _soft(np.abs(front + _u(rng, 0.004, 0.012, b) + vessel_w / 2) - vessel_w / 2, edge)
-    _paint(image, vessel * (rng.random(b) < 0.8)[:, None, None], _u(rng, 0.03, 0.45, b))
+    def centre(self, yy):
+        """x of the centre line at heights yy (b, ...), and its angle from vertical; for
+        yy of shape (b, size) the results come as (b, size, 1), one value per image row."""
+        shape = (self.b,) + (1,) * (yy.ndim - 1)
+        top, cov, xm, tilt, lo = (a.reshape(shape) for a in (self.top, self.coverage, self.x_mid, self.tilt, self.lordosis))
+        t = np.clip(yy - top, 0, cov) / cov
+        xc = xm + tilt * (yy - 0.5) - lo * np.sin(np.pi * t)
+        slope = tilt - lo * np.pi / cov * np.cos(np.pi * t) * ((yy > top) & (yy < top + cov))
+        theta = np.arctan(slope)
+        return (xc[..., None], theta[..., None]) if yy.ndim == 2 else (xc, theta)
 
-    # --- behind the spine: canal, posterior elements, muscle, fat, air ---------
-    canal_w = _u(rng, 0.03, 0.05, b)
-    v_canal = half_width + _u(rng, 0.006, 0.016, b) + canal_w / 2
-    v_post = v_canal + canal_w / 2                                       # back wall of the canal
-    # the back's skin runs nearly straight down, whatever the lordosis, at least 0.12 behind the canal
-    wiggle = np.cumsum(rng.standard_normal((b, size, 1), np.float32), axis=1) / size ** 0.5   # a random walk down the back
-    skin_x = _u(rng, 0.72, 0.86, b) + _u(rng, -0.06, 0.06, b) * (y - 0.5) + 0.01 * (wiggle - wiggle.mean(1, keepdims=True))
-    skin = np.maximum((skin_x - xc_row[:, :, None]) * np.cos(theta_row[:, :, None]), v_post + 0.12).astype(np.float32)
-    fat_w = _u(rng, 0.025, 0.07, b)
-    back = _soft(v_post + 0.01 - v_row, edge)
-    stripes = np.clip(1 + 0.35 * _smooth_noise(rng, b, size, 0.025, 0.006), 0.2, None)
-    _paint(image, back, muscle * stripes)
-    septa = _soft(np.abs(stripes - 1) - 0.03, 0.05) * back                                # fatty septa
-    _paint(image, septa * _soft(v_post + 0.05 - v_row, edge), fat * 0.6)
-    _paint(image, _soft(np.abs(v_row - (skin - fat_w / 2)) - fat_w / 2, edge), fat * (1 + 0.08 * soft_texture))
-    _paint(image, _soft(np.abs(v_row - (skin - fat_w)) - 0.003, edge), muscle * 0.4)      # fascia
-    image *= _soft(v_row - skin, edge)                                                   # air behind the skin
+    def front(self):
+        """In front of the spine: bowel loops, the psoas and the great vessels."""
+        rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
+        front = self.v_row + self.half_width                           # < 0 in front of the bodies
+        for _ in range(10):
+            cy, cx = _u(rng, -0.05, 1.05, b), (self.x_mid[:, None, None] - _u(rng, 0.14, 0.6, b)).astype(np.float32)
+            turn = _u(rng, 0, np.pi, b)
+            u, v = _local(y, x, cy, cx, turn)
+            d = _superellipse(u, v, _u(rng, 0.02, 0.08, b), _u(rng, 0.012, 0.04, b))
+            loop = _soft(d, edge) * _soft(front + 0.02, edge)
+            content = rng.choice([0.02, 0.12, 0.3, 0.6, 0.9], b).astype(np.float32)[:, None, None]
+            _paint(image, loop, content * _u(rng, 0.6, 1.1, b))
+            _paint(image, _soft(np.abs(d) - 0.003, edge) * loop, 0.03)                   # bowel wall
+        psoas = _soft(np.abs(front + 0.06) - 0.035, 4 * edge) * _soft(y - self.top[:, None, None] - 0.35, 8 * edge)
+        _paint(image, psoas * (rng.random(b) < 0.6)[:, None, None], self.muscle * 1.3)
+        vessel_w = _u(rng, 0.02, 0.04, b)
+        vessel = _soft(np.abs(front + _u(rng, 0.004, 0.012, b) + vessel_w / 2) - vessel_w / 2, edge)
+        _paint(image, vessel * (rng.random(b) < 0.8)[:, None, None], _u(rng, 0.03, 0.45, b))
 
-    canal = _soft(np.abs(v_row - v_canal) - canal_w / 2, edge)
-    _paint(image, canal, csf)
-    conus = top[:, None, None] + _u(rng, 0.05, 0.35, b)                  # the cord ends here
-    cord = _soft(np.abs(v_row - v_canal) - canal_w * 0.25, edge) * _soft(y - conus, 3 * edge)
-    _paint(image, cord, csf * _u(rng, 0.3, 0.5, b))
-    labels[canal > 0.5] = LABELS["canal"]
+    def back(self):
+        """Behind the spine: the canal with the cord, back muscles, fat, skin and air."""
+        rng, b, y, edge, image, v_row = self.rng, self.b, self.y, self.edge, self.image, self.v_row
+        self.canal_w = _u(rng, 0.03, 0.05, b)
+        self.v_canal = self.half_width + _u(rng, 0.006, 0.016, b) + self.canal_w / 2
+        self.v_post = self.v_canal + self.canal_w / 2                   # back wall of the canal
+        # the back's skin runs nearly straight down, whatever the lordosis, at least 0.12 behind the canal
+        wiggle = np.cumsum(rng.standard_normal((b, self.size, 1), np.float32), axis=1) / self.size**0.5
+        skin_x = _u(rng, 0.72, 0.86, b) + _u(rng, -0.06, 0.06, b) * (y - 0.5) + 0.01 * (wiggle - wiggle.mean(1, keepdims=True))
+        self.skin = np.maximum((skin_x - self.xc_row) * np.cos(self.theta_row), self.v_post + 0.12).astype(np.float32)
+        fat_w = _u(rng, 0.025, 0.07, b)
+        back = _soft(self.v_post + 0.01 - v_row, edge)
+        stripes = np.clip(1 + 0.35 * _smooth_noise(rng, b, self.size, 0.025, 0.006), 0.2, None)
+        _paint(image, back, self.muscle * stripes)
+        septa = _soft(np.abs(stripes - 1) - 0.03, 0.05) * back                           # fatty septa
+        _paint(image, septa * _soft(self.v_post + 0.05 - v_row, edge), self.fat * 0.6)
+        _paint(image, _soft(np.abs(v_row - (self.skin - fat_w / 2)) - fat_w / 2, edge), self.fat * (1 + 0.08 * self.soft_texture))
+        _paint(image, _soft(np.abs(v_row - (self.skin - fat_w)) - 0.003, edge), self.muscle * 0.4)   # fascia
+        image *= _soft(v_row - self.skin, edge)                                          # air behind the skin
+        canal = _soft(np.abs(v_row - self.v_canal) - self.canal_w / 2, edge)
+        _paint(image, canal, self.csf)
+        conus = self.top[:, None, None] + _u(rng, 0.05, 0.35, b)       # the cord ends here
+        cord = _soft(np.abs(v_row - self.v_canal) - self.canal_w * 0.25, edge) * _soft(y - conus, 3 * edge)
+        _paint(image, cord, self.csf * _u(rng, 0.3, 0.5, b))
+        self.labels[canal > 0.5] = LABELS["canal"]
 
-    # --- bodies, then the discs between them -----------------------------------
-    # body 0 (cut by the top edge), then bodies 1..k, the last of them the sacrum: tilted back, larger
-    n_drawn = k + 1
-    bodies, squareness = [], _u(rng, 0.4, 1.0, b)
-    y_cursor = top.copy()
-    disc_scale = np.clip(degeneration[:, None] + rng.normal(0, 0.25, (b, MAX_BODIES + 2)), 0, 1)  # per disc
-    thick = (height * ratio)[:, None] * (1 - 0.45 * disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
-    texture = np.clip(1 + 0.1 * _smooth_noise(rng, b, size, 0.006), 0.3, None)
-    for j in range(MAX_BODIES + 1):
-        present = (j < n_drawn)[:, None, None]
-        sacrum = j == n_drawn - 1
-        grow = (1 + 0.03 * max(j - 1, 0)) * np.where(sacrum, 1.3, 1.0)  # lower bodies are larger
-        h = height * grow
-        cy = y_cursor + h / 2
-        cx, theta = centre(cy)
-        theta = theta + sacrum * rng.uniform(0.3, 0.6, b) + rng.normal(0, 0.03, b)   # S1 tilts back
-        bodies.append((cy, cx, theta, h))
-        cy3, cx3, th3 = (a.astype(np.float32)[:, None, None] for a in (cy, cx, theta))
-        u, v = _local(y, x, cy3, cx3, th3)
-        hh, ww = (h / 2).astype(np.float32)[:, None, None], (width * grow / 2).astype(np.float32)[:, None, None]
-        waist = 1 - 0.07 * (1 - np.minimum((u / hh) ** 2, 1))             # concave front and back
-        d = _superellipse(u, v / waist, hh, ww, squareness)
-        body = _soft(d, edge) * present
-        _paint(image, body, marrow * texture)
-        _paint(image, _soft(np.abs(d + 0.005) - 0.003, edge) * body, marrow * 0.4)     # cortex and endplates
-        # the pedicle, lamina and spinous process behind the canal at this level
-        us, vs = _local(y, x, cy3 + 0.3 * hh, cx3 + ww * 0.9, th3 + 0.35)
-        spine = _soft(_superellipse(us, vs - 0.1, hh * 0.45, _u(rng, 0.07, 0.12, b)), edge)
-        spine *= _soft(v_post + 0.004 - v_row, edge) * present
-        _paint(image, spine, marrow * _u(rng, 0.3, 0.7, b))
-        labels[(body > 0.5) & (labels != LABELS["canal"])] = LABELS["vertebra"]
-        y_cursor = y_cursor + h + thick[:, j]
+    def vertebrae(self):
+        """Body 0 (cut by the top edge), then bodies 1..k, the last the sacrum: tilted back,
+        larger; each with its posterior elements. Returns (centre y, x, angle, height) per body."""
+        rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
+        n_drawn = self.k + 1
+        bodies, squareness = [], _u(rng, 0.4, 1.0, b)
+        y_cursor = self.top.copy()
+        self.disc_scale = np.clip(self.degeneration[:, None] + rng.normal(0, 0.25, (b, MAX_BODIES + 2)), 0, 1)   # per disc
+        thick = (self.height * self.ratio)[:, None] * (1 - 0.45 * self.disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
+        texture = np.clip(1 + 0.1 * _smooth_noise(rng, b, self.size, 0.006), 0.3, None)
+        for j in range(MAX_BODIES + 1):
+            present = (j < n_drawn)[:, None, None]
+            sacrum = j == n_drawn - 1
+            grow = (1 + 0.03 * max(j - 1, 0)) * np.where(sacrum, 1.3, 1.0)   # lower bodies are larger
+            h = self.height * grow
+            cy = y_cursor + h / 2
+            cx, theta = self.centre(cy)
+            theta = theta + sacrum * rng.uniform(0.3, 0.6, b) + rng.normal(0, 0.03, b)   # S1 tilts back
+            bodies.append((cy, cx, theta, h))
+            cy3, cx3, th3 = (a.astype(np.float32)[:, None, None] for a in (cy, cx, theta))
+            u, v = _local(y, x, cy3, cx3, th3)
+            hh, ww = (h / 2).astype(np.float32)[:, None, None], (self.width * grow / 2).astype(np.float32)[:, None, None]
+            waist = 1 - 0.07 * (1 - np.minimum((u / hh) ** 2, 1))       # concave front and back
+            d = _superellipse(u, v / waist, hh, ww, squareness)
+            body = _soft(d, edge) * present
+            _paint(image, body, self.marrow * texture)
+            _paint(image, _soft(np.abs(d + 0.005) - 0.003, edge) * body, self.marrow * 0.4)   # cortex, endplates
+            # the pedicle, lamina and spinous process behind the canal at this level
+            us, vs = _local(y, x, cy3 + 0.3 * hh, cx3 + ww * 0.9, th3 + 0.35)
+            spine = _soft(_superellipse(us, vs - 0.1, hh * 0.45, _u(rng, 0.07, 0.12, b)), edge)
+            spine *= _soft(self.v_post + 0.004 - self.v_row, edge) * present
+            _paint(image, spine, self.marrow * _u(rng, 0.3, 0.7, b))
+            self.labels[(body > 0.5) & (self.labels != LABELS["canal"])] = LABELS["vertebra"]
+            y_cursor = y_cursor + h + thick[:, j]
+        return bodies
 
-    for j in range(MAX_BODIES):                          # disc j lies between bodies j and j + 1
-        present = (j < n_drawn - 1)[:, None, None]
-        (cy0, _, t0, h0), (cy1, _, t1, h1) = bodies[j], bodies[j + 1]
-        low, high = cy0 + h0 / 2, cy1 - h1 / 2                           # facing endplates
-        cy = (low + high) / 2
-        cx, _ = centre(cy)
-        theta = (t0 + t1) / 2                                           # parallel to both endplates
-        dg = disc_scale[:, j].astype(np.float32)[:, None, None]
-        half_t = ((high - low) / 2 + 0.005).astype(np.float32)[:, None, None]   # reaches both endplates
-        half_w = (width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.0 + 0.06 * dg)
-        u, v = _local(y, x, cy.astype(np.float32)[:, None, None], cx.astype(np.float32)[:, None, None],
-                      theta.astype(np.float32)[:, None, None])
-        wedge = 1 - _u(rng, 0.0, 0.3, b) * np.clip(v / half_w, -1, 1)    # thicker at the front
-        bulge = 1 + 0.12 * dg * (v > 0)                                   # degenerated discs bulge back
-        d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
-        disc = _soft(d, edge) * _soft(v_row - (v_canal - canal_w / 2), edge) * present   # stops at the canal
-        annulus = marrow * _u(rng, 0.2, 0.55, b)
-        nucleus = csf * _u(rng, 0.55, 0.95, b) * (1 - dg) + annulus * 1.1 * dg
-        _paint(image, disc, annulus)
-        core = 0.55 + 0.25 * (1 - dg)                                      # healthy: a large, bright nucleus
-        nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
-        _paint(image, nuc, nucleus)
-        labels[disc > 0.5] = LABELS["disc"]
+    def discs(self, bodies):
+        """A disc between each two bodies: a lens (annulus) with a nucleus, from healthy
+        (large bright nucleus) to degenerated (thin, dark, bulging back)."""
+        rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
+        for j in range(MAX_BODIES):                                     # disc j lies between bodies j and j + 1
+            present = (j < self.k)[:, None, None]
+            (cy0, _, t0, h0), (cy1, _, t1, h1) = bodies[j], bodies[j + 1]
+            low, high = cy0 + h0 / 2, cy1 - h1 / 2                      # facing endplates
+            cy = (low + high) / 2
+            cx, _ = self.centre(cy)
+            theta = (t0 + t1) / 2                                      # parallel to both endplates
+            dg = self.disc_scale[:, j].astype(np.float32)[:, None, None]
+            half_t = ((high - low) / 2 + 0.005).astype(np.float32)[:, None, None]   # reaches both endplates
+            half_w = (self.width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.0 + 0.06 * dg)
+            u, v = _local(y, x, cy.astype(np.float32)[:, None, None], cx.astype(np.float32)[:, None, None],
+                          theta.astype(np.float32)[:, None, None])
+            wedge = 1 - _u(rng, 0.0, 0.3, b) * np.clip(v / half_w, -1, 1)   # thicker at the front
+            bulge = 1 + 0.12 * dg * (v > 0)                              # degenerated discs bulge back
+            d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
+            disc = _soft(d, edge) * _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # stops at the canal
+            annulus = self.marrow * _u(rng, 0.2, 0.55, b)
+            nucleus = self.csf * _u(rng, 0.55, 0.95, b) * (1 - dg) + annulus * 1.1 * dg
+            _paint(image, disc, annulus)
+            core = 0.55 + 0.25 * (1 - dg)                                 # healthy: a large, bright nucleus
+            nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
+            _paint(image, nuc, nucleus)
+            self.labels[disc > 0.5] = LABELS["disc"]
 
-    # --- acquisition ---------------------------------------------------------------
-    image = _gaussian_filter(image, *[_u(rng, 0.4, 1.0, b) * size / 128] * 2)     # point-spread
-    coil = np.exp(-_u(rng, 0.8, 3.0, b) * np.clip(skin - v_row, 0, None))   # surface coil at the back
-    image *= coil * _bias_field(rng, b, size, 0.15)
-    sigma = _u(rng, 0.004, 0.02, b)                                        # Rician noise, SNR ~ 20 to 150
-    image = np.hypot(image + sigma * rng.standard_normal(image.shape, np.float32),
-                     sigma * rng.standard_normal(image.shape, np.float32))
-    image = image ** _u(rng, 0.8, 1.25, b)
-    return image.astype(np.float32), labels
+    def acquire(self):
+        """The scanner: point-spread blur, surface-coil falloff and bias field, Rician noise, gamma."""
+        rng, b, size = self.rng, self.b, self.size
+        image = _gaussian_filter(self.image, *[_u(rng, 0.4, 1.0, b) * size / 128] * 2)
+        coil = np.exp(-_u(rng, 0.8, 3.0, b) * np.clip(self.skin - self.v_row, 0, None))   # the coil is at the back
+        image *= coil * _bias_field(rng, b, size, 0.15)
+        sigma = _u(rng, 0.004, 0.02, b)                                # Rician noise, SNR ~ 20 to 150
+        image = np.hypot(image + sigma * rng.standard_normal(image.shape, np.float32),
+                         sigma * rng.standard_normal(image.shape, np.float32))
+        image = image ** _u(rng, 0.8, 1.25, b)
+        return image.astype(np.float32)
