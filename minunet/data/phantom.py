@@ -102,17 +102,30 @@ def _bias_field(rng, b, size, strength):
 def _soft(signed, edge):
     """Soft membership from a signed distance (negative inside): a one-pixel ramp, so
     edges are anti-aliased and partial-volume pixels get blended intensities."""
-    return np.clip(0.5 - signed / edge, 0.0, 1.0)
+    out = signed * (-1 / edge)                 # one new array, then in place: 0.5 - signed / edge
+    out += 0.5
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _superellipse(u, v, a, b, square=0.0):
     """Approximate signed distance (in units of the smaller half-axis) to an ellipse with
     half-axes a, b (square=0), a squircle |u/a|^4 + |v/b|^4 = 1 (square=1), or a blend."""
-    uu, vv = (u / a) ** 2, (v / b) ** 2
+    uu = u / a
+    uu *= uu                                   # (u/a)^2, in place: few full-size temporaries
+    vv = v / b
+    vv *= vv
     r = np.sqrt(uu + vv)
     if np.any(square):
-        r = (1 - square) * r + square * np.sqrt(np.sqrt(uu * uu + vv * vv))
-    return (r - 1.0) * np.minimum(a, b)
+        uu *= uu
+        vv *= vv
+        uu += vv
+        np.sqrt(np.sqrt(uu, out=uu), out=uu)   # ((u/a)^4 + (v/b)^4)^(1/4)
+        r *= 1 - square
+        uu *= square
+        r += uu
+    r -= 1.0
+    r *= np.minimum(a, b)
+    return r
 
 
 def _local(y, x, cy, cx, theta):
@@ -124,8 +137,7 @@ def _local(y, x, cy, cx, theta):
 
 def _paint(image, alpha, value):
     """Painter's algorithm with soft edges: image <- image (1 - alpha) + value alpha."""
-    image *= 1 - alpha
-    image += alpha * value
+    image += alpha * (value - image)
 
 
 # ----------------------------------------------------------------- the anatomy
