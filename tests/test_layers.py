@@ -250,6 +250,8 @@ def test_glorot_uniform_and_he_normal_statistics():
     (MaxPool2D(3, name="p"), np.zeros((1, 2, 8, 1)), "H, W >= 3"),
     (ConvTranspose2D(2, 4, name="t"), np.zeros((1, 4, 4, 3)), "(N, H, W, 2)"),
     (UpSampling2D(name="u"), np.zeros((4, 4, 1), dtype=np.float32), "received shape (4, 4, 1)"),
+    (ReLU(name="r"), np.zeros((1, 4, 4, 1), dtype=np.int32), "dtype int32"),
+    (Softmax(name="s"), np.zeros((2, 3)), "received shape (2, 3)"),
 ])
 def test_bad_input_names_layer_expected_and_received(layer, x, fragment):
     with pytest.raises(ValueError) as e:

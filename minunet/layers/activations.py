@@ -13,6 +13,7 @@ class ReLU(Layer):
         return tuple(input_shape)
 
     def forward(self, x):
+        self._check_input(x)
         xp = get_array_module(x)
         self._cache = y = xp.maximum(x, 0)
         return y
@@ -41,6 +42,7 @@ class Sigmoid(Layer):
         return tuple(input_shape)
 
     def forward(self, x):
+        self._check_input(x)
         self._cache = sigmoid(x)
         return self._cache
 
@@ -58,6 +60,7 @@ class Softmax(Layer):
         return tuple(input_shape)
 
     def forward(self, x):
+        self._check_input(x)
         self._cache = softmax(x, self.axis)
         return self._cache
 
