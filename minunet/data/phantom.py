@@ -162,7 +162,7 @@ class _Chunk:
         self.edge = np.float32(1.5 / size)                             # soft-edge width: 1.5 pixels
 
         # the column: how many bodies, how big, where, how curved
-        self.k = rng.integers(5, MAX_BODIES + 1, b)                    # bodies in view, the sacrum last
+        self.k = rng.choice([5, 6, 7], b, p=[0.2, 0.4, 0.4])          # bodies in view, the sacrum last
         self.ratio = rng.uniform(0.2, 0.32, b)                         # disc / body height
         first = rng.uniform(0.08, 0.14, b)                             # top endplate of body 1
         span = rng.uniform(0.82, 0.95, b) - first                      # down to the sacrum's top
@@ -173,17 +173,17 @@ class _Chunk:
         self.x_mid = rng.uniform(0.38, 0.52, b)
         self.tilt = rng.uniform(-0.12, 0.12, b)
         self.lordosis = rng.uniform(0.03, 0.1, b)
-        self.width = self.height * rng.uniform(1.2, 1.55, b)           # antero-posterior depth of a body
+        self.width = self.height * rng.uniform(1.15, 1.45, b)          # antero-posterior depth of a body
         self.xc_row, self.theta_row = self.centre(np.broadcast_to(grid, (b, size)).astype(np.float64))
         self.v_row = ((self.x - self.xc_row) * np.cos(self.theta_row)).astype(np.float32)   # across the centre line
         self.half_width = (self.width / 2).astype(np.float32)[:, None, None]
 
         # tissue values, drawn per slice (T2-like, with the spread real scans have)
-        self.marrow = _u(rng, 0.28, 0.55, b)
+        self.marrow = _u(rng, 0.35, 0.65, b)
         self.csf = _u(rng, 0.8, 1.0, b)
         self.fat = _u(rng, 0.6, 0.95, b)
         self.muscle = _u(rng, 0.1, 0.22, b)
-        abdomen = _u(rng, 0.06, 0.22, b)
+        abdomen = _u(rng, 0.03, 0.12, b)
         self.degeneration = rng.beta(1.3, 1.0, b)                      # slice-level tendency; discs vary around it
         self.soft_texture = _smooth_noise(rng, b, size, 0.02)          # abdomen in front, fat behind: never overlap
         self.image = abdomen * np.clip(1 + 0.6 * self.soft_texture, 0.1, None)
@@ -301,8 +301,8 @@ class _Chunk:
             bulge = 1 + 0.12 * dg * (v > 0)                              # degenerated discs bulge back
             d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
             disc = _soft(d, edge) * _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # stops at the canal
-            annulus = self.marrow * _u(rng, 0.2, 0.55, b)
-            nucleus = self.csf * _u(rng, 0.55, 0.95, b) * (1 - dg) + annulus * 1.1 * dg
+            annulus = self.marrow * (_u(rng, 0.2, 0.5, b) + 0.4 * (1 - dg))   # dark when degenerated
+            nucleus = self.csf * _u(rng, 0.7, 1.0, b) * (1 - dg) + annulus * 1.1 * dg
             _paint(image, disc, annulus)
             core = 0.55 + 0.25 * (1 - dg)                                 # healthy: a large, bright nucleus
             nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
@@ -313,7 +313,7 @@ class _Chunk:
         """The scanner: point-spread blur, surface-coil falloff and bias field, Rician noise, gamma."""
         rng, b, size = self.rng, self.b, self.size
         image = _gaussian_filter(self.image, *[_u(rng, 0.4, 1.0, b) * size / 128] * 2)
-        coil = np.exp(-_u(rng, 0.8, 3.0, b) * np.clip(self.skin - self.v_row, 0, None))   # the coil is at the back
+        coil = np.exp(-_u(rng, 0.8, 2.5, b) * np.clip(self.skin - self.v_row, 0, None))   # the coil is at the back
         image *= coil * _bias_field(rng, b, size, 0.15)
         sigma = _u(rng, 0.004, 0.02, b)                                # Rician noise, SNR ~ 20 to 150
         image = np.hypot(image + sigma * rng.standard_normal(image.shape, np.float32),
