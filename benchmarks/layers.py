@@ -87,7 +87,7 @@ def main():
         y = layer.forward(inp)
         dy = rng.standard_normal(y.shape).astype(np.float32)
 
-        def step():
+        def step(layer=layer, inp=inp, dy=dy):
             layer.forward(inp)
             layer.backward(dy)
 

@@ -170,7 +170,7 @@ def _parse(config, path):
     if depth == 0:
         g.refuse(node, "comes before the last convolutions; a U-Net has at least one up-sampling level")
     encoder = []
-    for level in range(depth):
+    for _ in range(depth):
         if g.kind(node) != "MaxPooling2D":
             g.refuse(node, "stands where the U-Net max-pools")
         pc = g.cfg(node)

@@ -146,8 +146,7 @@ class UNet:
         """Logits (N, H, W, n_classes), or (N, H, W, 1) for a sigmoid head. With
         ``training=False`` nothing is kept for backward (minunet has no layer, such as
         dropout, that behaves differently in training; this only frees memory)."""
-        for _, logits in self._levels(x):
-            pass
+        logits = self.features(x)["head"]
         if not training:
             for layer in self.layers:
                 layer._cache = None

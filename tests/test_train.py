@@ -7,7 +7,7 @@ import pytest
 
 import minunet
 from minunet import data
-from minunet.train import (Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay,
+from minunet.train import (EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay,
                            evaluate, fit, resume)
 
 
