@@ -24,6 +24,10 @@ class Optimizer:
     slot_names = ()
 
     def __init__(self, params, lr):
+        for k, p in params.items():
+            if not p.flags.c_contiguous:
+                raise ValueError(f"{type(self).__name__}: parameter {k} is not contiguous; updates in place "
+                                 f"need contiguous arrays (use np.ascontiguousarray before building the model)")
         self.params = params  # dict name -> array, updated in place
         self.lr = float(lr)
         self.iterations = 0

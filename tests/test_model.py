@@ -123,9 +123,11 @@ def test_sgd_momentum_closed_form():
     np.testing.assert_allclose(p["w"], [1.0 - 0.2 - 0.38])
 
 
-def test_optimizer_rejects_mismatched_grads():
+def test_optimizer_rejects_mismatched_grads_and_strided_params():
     with pytest.raises(ValueError, match="grads do not match params"):
         Adam({"a": np.zeros(2)}).step({"b": np.zeros(2)})
+    with pytest.raises(ValueError, match="parameter w is not contiguous"):
+        Adam({"w": np.zeros((4, 4))[:, ::2]})
 
 
 # ------------------------------------------------------------------ model files
