@@ -199,7 +199,7 @@ class UNet:
         for start in range(0, len(padded), batch_size):
             batch = asarray(padded[start : start + batch_size], dtype=self.dtype)
             out.append(to_numpy(self.activation(self.forward(batch, training=False))))
-        probs = np.concatenate(out)[crop] if out else np.zeros((0,) + padded.shape[1:3] + (self.head.filters,), self.dtype)
+        probs = np.concatenate(out)[crop] if out else np.zeros((0,) + tuple(x.shape[1:3]) + (self.head.filters,), self.dtype)
         return probs if x_mod is np else x_mod.asarray(probs)
 
     def segment(self, x, batch_size=8):
