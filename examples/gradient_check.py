@@ -7,7 +7,7 @@ import numpy as np
 
 import minunet
 from minunet import losses
-from minunet.gradcheck import check_layer, check_loss
+from minunet.gradcheck import check_layer, check_loss, randomize_biases
 from minunet.layers import Conv2D, MaxPool2D
 
 rng = np.random.default_rng(0)
@@ -26,9 +26,7 @@ print(check_loss(losses.ce_dice_loss, logits, labels))
 
 # A whole U-Net through a loss: every parameter of every layer.
 model = minunet.UNet(1, 2, depth=2, base_filters=3, dtype=np.float64, seed=0)
-for key, p in model.params.items():
-    if key.endswith("bias"):
-        p[...] = rng.normal(0, 0.1, p.shape)              # keep ReLU inputs off exactly 0
+randomize_biases(model)                                   # keep ReLU inputs off exactly 0
 report = check_layer(model, rng.standard_normal((1, 16, 16, 1)), loss=losses.softmax_cross_entropy,
                      target=rng.integers(0, 2, (1, 16, 16)))
 print(report)

@@ -209,7 +209,7 @@ def cmd_summary(args):
 
 def cmd_gradcheck(args):
     from . import losses
-    from .gradcheck import check_layer, check_loss
+    from .gradcheck import check_layer, check_loss, randomize_biases
     from .layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
     from .model import UNet
 
@@ -227,18 +227,12 @@ def cmd_gradcheck(args):
              ("Concatenate", Concatenate(), [x, x[..., :2]])]
     rows = []
     for name, layer, inp in cases:
-        for k in ("bias",):
-            if k in layer.params:
-                layer.params[k][...] = rng.normal(0, 0.1, layer.params[k].shape)
-        rows.append((name, check_layer(layer, inp, seed=args.seed).max_error))
+        rows.append((name, check_layer(randomize_biases(layer, args.seed), inp, seed=args.seed).max_error))
     logits, labels = rng.standard_normal((2, 6, 6, 2)), rng.integers(0, 2, (2, 6, 6))
     for fn in (losses.softmax_cross_entropy, losses.dice_loss, losses.ce_dice_loss):
         rows.append((fn.__name__, check_loss(fn, logits, labels, seed=args.seed).max_error))
     rows.append(("sigmoid_cross_entropy", check_loss(losses.sigmoid_cross_entropy, logits[..., :1], labels).max_error))
-    model = UNet(1, 2, depth=2, base_filters=3, dtype=f64, seed=args.seed)
-    for k, p in model.params.items():
-        if k.endswith("bias"):
-            p[...] = rng.normal(0, 0.1, p.shape)
+    model = randomize_biases(UNet(1, 2, depth=2, base_filters=3, dtype=f64, seed=args.seed), args.seed)
     report = check_layer(model, rng.standard_normal((2, 16, 16, 1)), loss=losses.ce_dice_loss,
                          target=rng.integers(0, 2, (2, 16, 16)), seed=args.seed)
     rows.append((f"UNet depth 2 base 3 ({len(report.rows)} arrays)", report.max_error))

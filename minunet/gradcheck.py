@@ -42,6 +42,20 @@ class Report:
         return "\n".join(lines)
 
 
+def randomize_biases(layer, seed=0, scale=0.1):
+    """Give every bias (of a layer, or of a whole model) small random values; returns it.
+
+    Keras-style zero biases put a ReLU input exactly at its kink wherever the layer's
+    input is zero, and there the one-sided slopes differ: a check would fail a correct
+    gradient. Random biases keep the inputs off the kink, and a wrong bias gradient shows."""
+    rng = np.random.default_rng(seed)
+    for name, p in layer.params.items():
+        if name.split("/")[-1] == "bias":
+            xp = get_array_module(p)
+            p[...] = xp.asarray(rng.normal(0, scale, p.shape))
+    return layer
+
+
 def _require_float64(arrays, what):
     for name, a in arrays.items():
         if a.dtype != np.float64:

@@ -113,19 +113,18 @@ def dice_loss(logits, target, class_weights=None, eps=1.0):
     return loss, dz
 
 
-def ce_dice_loss(logits, target, class_weights=None):
-    """Cross-entropy (softmax or sigmoid, by channel count) plus soft Dice."""
-    ce = sigmoid_cross_entropy if logits.shape[-1] == 1 else softmax_cross_entropy
-    l1, d1 = ce(logits, target, class_weights)
-    fg_weights = None if class_weights is None or logits.shape[-1] == 1 else class_weights[1:]
-    l2, d2 = dice_loss(logits, target, fg_weights)
-    return l1 + l2, d1 + d2
-
-
 def cross_entropy(logits, target, class_weights=None):
     """softmax_cross_entropy for K >= 2 channels, sigmoid_cross_entropy for one."""
     ce = sigmoid_cross_entropy if logits.shape[-1] == 1 else softmax_cross_entropy
     return ce(logits, target, class_weights)
+
+
+def ce_dice_loss(logits, target, class_weights=None):
+    """Cross-entropy (softmax or sigmoid, by channel count) plus soft Dice."""
+    l1, d1 = cross_entropy(logits, target, class_weights)
+    fg_weights = None if class_weights is None or logits.shape[-1] == 1 else class_weights[1:]
+    l2, d2 = dice_loss(logits, target, fg_weights)
+    return l1 + l2, d1 + d2
 
 
 LOSSES = {"ce": cross_entropy, "dice": dice_loss, "ce+dice": ce_dice_loss}

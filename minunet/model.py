@@ -204,9 +204,7 @@ class UNet:
 
     def segment(self, x, batch_size=8):
         """Label maps (N, H, W) uint8: the arg-max class, or probability > 0.5 for a sigmoid head."""
-        probs = to_numpy(self.predict(x, batch_size))
-        labels = probs[..., 0] > 0.5 if self.head_activation == "sigmoid" else probs.argmax(axis=-1)
-        return labels.astype(np.uint8)
+        return labels(to_numpy(self.predict(x, batch_size)))
 
     # ------------------------------------------------------------------ summary
     def summary(self, input_size=128, print_fn=print):
@@ -323,6 +321,13 @@ def _copy_into(params, arrays, path):
         if p.shape != arrays[k].shape:
             raise ValueError(f"{path}: weight {k} has shape {arrays[k].shape}, expected {p.shape}; the file is corrupt")
         p[...] = get_array_module(p).asarray(arrays[k])
+
+
+def labels(probs):
+    """Label maps (N, H, W) uint8 from probabilities (N, H, W, K): the arg-max class, or
+    probability > 0.5 for a single sigmoid channel."""
+    out = probs[..., 0] > 0.5 if probs.shape[-1] == 1 else probs.argmax(axis=-1)
+    return out.astype(np.uint8)
 
 
 def pad_to_multiple(x, multiple):

@@ -26,7 +26,7 @@ from . import losses as losses_module
 from . import metrics
 from .backend import asarray, to_numpy
 from .data.batching import batches
-from .model import load_checkpoint
+from .model import labels, load_checkpoint
 
 
 # ----------------------------------------------------------------- callbacks
@@ -173,8 +173,7 @@ def evaluate(model, images, masks, loss="ce", batch_size=8):
         y = asarray(masks[start : start + batch_size])
         logits = model.forward(x, training=False)
         total += float(loss_fn(logits, y)[0]) * len(x)
-        probs = to_numpy(model.activation(logits))
-        preds.append(probs[..., 0] > 0.5 if probs.shape[-1] == 1 else probs.argmax(-1))
+        preds.append(labels(to_numpy(model.activation(logits))))
     n_classes = max(model.config["n_classes"], 2)
     return total / len(images), metrics.dice(np.concatenate(preds), np.asarray(masks), n_classes)
 

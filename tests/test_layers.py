@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from minunet.gradcheck import check_layer
+from minunet.gradcheck import check_layer, randomize_biases
 from minunet.layers import (Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax,
                             UpSampling2D)
 
@@ -39,13 +39,6 @@ def away_from_zero(shape, seed):
     return x + 0.1 * np.sign(x)
 
 
-def random_bias(layer, seed):
-    """Non-zero biases, so that a check also sees a wrong bias gradient."""
-    if "bias" in layer.params:
-        layer.params["bias"][...] = normal(layer.params["bias"].shape, seed)
-    return layer
-
-
 # ---------------------------------------------------------------------- gradients
 @given(nhwc(), st.integers(1, 5), st.sampled_from([1, 2, 3, 5]), st.sampled_from(["same", "valid"]),
        st.booleans())
@@ -53,7 +46,7 @@ def test_conv2d_gradients(spec, filters, k, padding, use_bias):
     shape, seed = spec
     if padding == "valid" and min(shape[1:3]) < k:
         return
-    layer = random_bias(Conv2D(shape[3], filters, k, padding, use_bias, dtype=F64, rng=seed), seed)
+    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, use_bias, dtype=F64, rng=seed), seed, scale=1.0)
     report = check_layer(layer, normal(shape, seed), seed=seed)
     assert set(report.errors) == {"x", "kernel"} | ({"bias"} if use_bias else set())
     assert report.max_error < TOL, str(report)
@@ -62,7 +55,7 @@ def test_conv2d_gradients(spec, filters, k, padding, use_bias):
 @given(nhwc(max_size=6), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3))
 def test_conv_transpose2d_gradients(spec, filters, k, stride):
     shape, seed = spec
-    layer = random_bias(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed)
+    layer = randomize_biases(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed, scale=1.0)
     report = check_layer(layer, normal(shape, seed), seed=seed)
     assert report.max_error < TOL, str(report)
 
@@ -138,7 +131,7 @@ def test_conv2d_equals_loop_reference(spec, filters, k, padding):
     shape, seed = spec
     if padding == "valid" and min(shape[1:3]) < k:
         return
-    layer = random_bias(Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), seed)
+    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), seed, scale=1.0)
     x = normal(shape, seed)
     expected = reference.conv2d(x, layer.params["kernel"], layer.params["bias"], padding)
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
@@ -147,7 +140,7 @@ def test_conv2d_equals_loop_reference(spec, filters, k, padding):
 @given(nhwc(max_size=5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
 def test_conv_transpose2d_equals_loop_reference(spec, filters, k, stride):
     shape, seed = spec
-    layer = random_bias(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed)
+    layer = randomize_biases(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed, scale=1.0)
     x = normal(shape, seed)
     expected = reference.conv_transpose2d(x, layer.params["kernel"], layer.params["bias"], stride)
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)

@@ -7,18 +7,9 @@ from hypothesis import strategies as st
 
 import minunet
 from minunet import losses
-from minunet.gradcheck import check_layer
+from minunet.gradcheck import check_layer, randomize_biases
 from minunet.model import pad_to_multiple
 from minunet.optim import SGD, Adam
-
-
-def random_biases(model, seed):
-    """Non-zero biases keep ReLU inputs off exactly 0 where the inputs are 0 (a kink)."""
-    rng = np.random.default_rng(seed)
-    for k, p in model.params.items():
-        if k.endswith("bias"):
-            p[...] = rng.normal(0, 0.1, p.shape)
-    return model
 
 
 @given(depth=st.integers(1, 3), base=st.integers(2, 4), up=st.sampled_from(["transpose", "nearest"]),
@@ -28,7 +19,7 @@ def random_biases(model, seed):
 def test_whole_model_gradients(depth, base, up, head, loss, size_factor, seed):
     size = min(2**depth * size_factor, 32)
     n_classes = 3 if head == "softmax" else 1
-    model = random_biases(minunet.UNet(2, n_classes, depth, base, up, head, dtype=np.float64, seed=seed), seed)
+    model = randomize_biases(minunet.UNet(2, n_classes, depth, base, up, head, dtype=np.float64, seed=seed), seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, size, size, 2))
     t = rng.integers(0, max(n_classes, 2), (2, size, size))

@@ -20,7 +20,7 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import shifted, span
+from .im2col import shifted, span, strided
 
 
 def _pair(k, what):
@@ -48,10 +48,10 @@ class Conv2D(Layer):
             self.params["bias"] = zeros((self.filters,), dtype)
 
     def _pads(self):
-        """((top, bottom), (left, right)) zero padding of the input."""
+        """(top, left) zero padding of the input; 'same' puts the rest at the bottom/right."""
         if self.padding == "valid":
-            return (0, 0), (0, 0)
-        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in self.kernel_size)
+            return 0, 0
+        return tuple((k - 1) // 2 for k in self.kernel_size)
 
     def output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -65,7 +65,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
         c = x.shape[3]
-        pads = self._pads()[0][0], self._pads()[1][0]
+        pads = self._pads()
         kernel = self.params["kernel"].astype(x.dtype, copy=False)           # (kh, kw, C, F)
         window = xp.empty((n, ho, wo, c), dtype=x.dtype)                      # X_ij, one offset at a time
         product = xp.empty((n * ho * wo, f), dtype=x.dtype)
@@ -85,24 +85,24 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
         _, h, w, c = x.shape
-        pads = self._pads()[0][0], self._pads()[1][0]
-        kernel = self.params["kernel"]
-        k = kernel.astype(dy.dtype, copy=False)
+        pads = self._pads()
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False)          # (kh, kw, C, F)
         dy2 = dy.reshape(n * ho * wo, f)                                      # (N*Ho*Wo, F)
-        dk = xp.empty(kernel.shape, dtype=dy.dtype)
+        dkernel = xp.empty(kernel.shape, dtype=dy.dtype)
         dx = xp.zeros(x.shape, dtype=dy.dtype)
         window = xp.empty((n, ho, wo, c), dtype=dy.dtype)                     # X_ij, then dY K_ij^T
         for i in range(kh):
             for j in range(kw):
                 shifted(x, i, j, window, pads)                               # X_ij again
-                xp.matmul(window.reshape(-1, c).T, dy2, out=dk[i, j])        # dK_ij = X_ij^T dY: (C, F)
+                xp.matmul(window.reshape(-1, c).T, dy2, out=dkernel[i, j])   # dK_ij = X_ij^T dY: (C, F)
                 rows, cols = span(i, pads[0], h, ho), span(j, pads[1], w, wo)
                 if rows and cols:                                           # col2im: dx += dY K_ij^T
-                    xp.matmul(dy2, k[i, j].T, out=window.reshape(-1, c))
+                    xp.matmul(dy2, kernel[i, j].T, out=window.reshape(-1, c))
                     dx[:, rows[1], cols[1]] += window[:, rows[0], cols[0]]
-        self.grads["kernel"] = dk.astype(kernel.dtype, copy=False)
+        dtype = self.params["kernel"].dtype
+        self.grads["kernel"] = dkernel.astype(dtype, copy=False)
         if "bias" in self.params:
-            self.grads["bias"] = dy2.sum(axis=0).astype(kernel.dtype, copy=False)
+            self.grads["bias"] = dy2.sum(axis=0).astype(dtype, copy=False)
         return dx
 
 
@@ -137,12 +137,12 @@ class ConvTranspose2D(Layer):
         kh, kw = self.kernel_size
         _, ho, wo, f = self.output_shape(x.shape)
         x2 = x.reshape(n * h * w, c)                            # (N*H*W, C)
-        k = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
         y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
         s = self.strides[0]
         for i in range(kh):
             for j in range(kw):                                 # col2im, one offset: y[window ij] += X K_ij^T
-                y[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s] += (x2 @ k[i, j].T).reshape(n, h, w, f)
+                y[:, strided(i, h, s), strided(j, w, s)] += (x2 @ kernel[i, j].T).reshape(n, h, w, f)
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = (x2, x.shape)
@@ -152,19 +152,19 @@ class ConvTranspose2D(Layer):
         x2, x_shape = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"]
-        k = kernel.astype(dy.dtype, copy=False)                 # (kh, kw, F, C)
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False)   # (kh, kw, F, C)
         n, h, w, c = x_shape
         window = xp.empty((n, h, w, self.filters), dtype=dy.dtype)             # dY_ij
         product = xp.empty((n * h * w, c), dtype=dy.dtype)
-        dk = xp.empty(kernel.shape, dtype=dy.dtype)
+        dkernel = xp.empty(kernel.shape, dtype=dy.dtype)
         dx = xp.zeros((n * h * w, c), dtype=dy.dtype)                         # (N*H*W, C)
         for i in range(kh):
             for j in range(kw):
                 dyij = shifted(dy, i, j, window, stride=self.strides[0]).reshape(-1, self.filters)
-                xp.matmul(dyij.T, x2, out=dk[i, j])                         # dK_ij = dY_ij^T X: (F, C)
-                dx += xp.matmul(dyij, k[i, j], out=product)
-        self.grads["kernel"] = dk.astype(kernel.dtype, copy=False)
+                xp.matmul(dyij.T, x2, out=dkernel[i, j])                    # dK_ij = dY_ij^T X: (F, C)
+                dx += xp.matmul(dyij, kernel[i, j], out=product)            # dX += dY_ij K_ij
+        dtype = self.params["kernel"].dtype
+        self.grads["kernel"] = dkernel.astype(dtype, copy=False)
         if "bias" in self.params:
-            self.grads["bias"] = dy.sum(axis=(0, 1, 2)).astype(kernel.dtype, copy=False)
+            self.grads["bias"] = dy.sum(axis=(0, 1, 2)).astype(dtype, copy=False)
         return dx.reshape(x_shape)

@@ -21,9 +21,9 @@ NumPy and CuPy.
 """
 
 
-def out_size(size, k, stride=1, pad=(0, 0)):
-    """Number of windows of width k, step `stride`, in `size` padded by pad[0] + pad[1]."""
-    return (size + pad[0] + pad[1] - k) // stride + 1
+def strided(i, n, stride=1):
+    """The slice i, i + s, ..., i + s*(n - 1): what offset i of n windows with step s reads."""
+    return slice(i, i + stride * (n - 1) + 1, stride)
 
 
 def span(i, pad, size, n_out, stride=1):
@@ -33,8 +33,7 @@ def span(i, pad, size, n_out, stride=1):
     hi = min(n_out, (size - 1 + pad - i) // stride + 1)    # one past the last y inside
     if hi <= lo:
         return None
-    start = stride * lo + i - pad
-    return slice(lo, hi), slice(start, start + stride * (hi - lo - 1) + 1, stride)
+    return slice(lo, hi), strided(stride * lo + i - pad, hi - lo, stride)
 
 
 def shifted(x, i, j, out, pads=(0, 0), stride=1):

@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import get_array_module
 from .base import Layer
 from .conv import _pair
+from .im2col import strided
 
 
 class MaxPool2D(Layer):
@@ -32,30 +33,28 @@ class MaxPool2D(Layer):
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         return (n, (h - ph) // sh + 1, (w - pw) // sw + 1, c)
 
-    def _window(self, i, j, ho, wo):
-        """The strided slice of the input that offset (i, j) of every window reads."""
-        sh, sw = self.strides
-        return (slice(None), slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw), slice(None))
+    def _windows(self, ho, wo):
+        """For each offset (i, j) inside the window, row-major, the strided slice it reads."""
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        return [(slice(None), strided(i, ho, sh), strided(j, wo, sw)) for i in range(ph) for j in range(pw)]
 
     def forward(self, x):
         self._check_input(x, min_size=max(self.pool_size))
         xp = get_array_module(x)
-        ph, pw = self.pool_size
         _, ho, wo, _ = self.output_shape(x.shape)
-        offsets = [(i, j) for i in range(ph) for j in range(pw)]
-        windows = xp.stack([x[self._window(i, j, ho, wo)] for i, j in offsets])  # (ph*pw, N, Ho, Wo, C)
+        windows = xp.stack([x[w] for w in self._windows(ho, wo)])   # (ph*pw, N, Ho, Wo, C)
         arg = windows.argmax(axis=0)                             # first maximum wins ties
         y = xp.take_along_axis(windows, arg[None], axis=0)[0]    # (N, Ho, Wo, C)
-        self._cache = (arg.astype(np.uint8 if len(offsets) < 256 else np.int64), x.shape, offsets)
+        self._cache = (arg.astype(np.uint8 if len(windows) < 256 else np.int64), x.shape)
         return y
 
     def backward(self, dy):
-        arg, x_shape, offsets = self._cache
+        arg, x_shape = self._cache
         xp = get_array_module(dy)
         _, ho, wo, _ = dy.shape
         dx = xp.zeros(x_shape, dtype=dy.dtype)
-        for k, (i, j) in enumerate(offsets):
-            dx[self._window(i, j, ho, wo)] += dy * (arg == k)
+        for k, w in enumerate(self._windows(ho, wo)):
+            dx[w] += dy * (arg == k)                             # dy goes to the arg-max only
         return dx
 
 
