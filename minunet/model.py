@@ -26,6 +26,14 @@ FORMAT = "minunet"
 FORMAT_VERSION = 1
 
 
+def _backward(layer, dy):
+    """layer.backward(dy), then drop what its forward kept: the network's activations are
+    freed level by level as the backward pass leaves them, not at the next forward."""
+    dx = layer.backward(dy)
+    layer._cache = None
+    return dx
+
+
 class ConvBlock:
     """Two (Conv2D 3x3 'same' + ReLU): the body of every U-Net level."""
 
@@ -44,7 +52,7 @@ class ConvBlock:
 
     def backward(self, dy):
         for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+            dy = _backward(layer, dy)
         return dy
 
 
@@ -174,16 +182,20 @@ class UNet:
         yield "head", self.head.forward(x)
 
     def backward(self, dlogits):
-        """Back-propagate dL/dlogits through the net; fills ``grads``; returns dL/dx."""
-        dx = self.head.backward(dlogits)
+        """Back-propagate dL/dlogits through the net; fills ``grads``; returns dL/dx.
+        Frees the activations the forward pass kept, so it runs once per forward."""
+        if self.head._cache is None:
+            raise ValueError("UNet.backward: no forward pass to go back through; call model.forward(x) "
+                             "(with training=True) before each backward")
+        dx = _backward(self.head, dlogits)
         dskips = []
         for up, concat, block in zip(reversed(self.ups), reversed(self.concats), reversed(self.up_blocks)):
-            dup, dskip = concat.backward(block.backward(dx))
+            dup, dskip = _backward(concat, block.backward(dx))
             dskips.append(dskip)          # shallowest level first
-            dx = up.backward(dup)
+            dx = _backward(up, dup)
         dx = self.bridge.backward(dx)
         for block, pool, dskip in zip(reversed(self.down), reversed(self.pools), reversed(dskips)):
-            dx = block.backward(pool.backward(dx) + dskip)   # the skip's gradient joins the pool's
+            dx = block.backward(_backward(pool, dx) + dskip)   # the skip's gradient joins the pool's
         return dx
 
     def activation(self, logits):

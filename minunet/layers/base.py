@@ -10,7 +10,7 @@ as in Keras, so Keras weights map one to one.
 """
 import numpy as np
 
-from ..backend import DEFAULT_DTYPE, asarray
+from ..backend import DEFAULT_DTYPE, asarray, get_array_module
 
 
 class Layer:
@@ -27,6 +27,22 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"
+
+    def _grad_buffer(self, key, dtype):
+        """The array to compute dL/d params[key] into: ``grads[key]`` itself, allocated
+        once and overwritten by every backward pass (a training step allocates no new
+        gradient arrays), unless the pass runs in another dtype than the parameter's;
+        then a temporary, which ``_store_grad`` casts into ``grads[key]``."""
+        p, g = self.params[key], self.grads.get(key)
+        xp = get_array_module(p)
+        if g is None or g.shape != p.shape or g.dtype != p.dtype or get_array_module(g) is not xp:
+            g = self.grads[key] = xp.empty_like(p)
+        return g if g.dtype == dtype else xp.empty(p.shape, dtype=dtype)
+
+    def _store_grad(self, key, value):
+        """Put a gradient computed by ``_grad_buffer``'s rules into ``grads[key]``."""
+        if value is not self.grads[key]:
+            self.grads[key][...] = value
 
     def _check_input(self, x, channels=None, min_size=1):
         """Raise one clear ValueError unless x is a floating NHWC batch that fits this layer."""

@@ -1,14 +1,16 @@
 """Conv2D and ConvTranspose2D: a sum of shifted 1x1 convolutions, one matrix product per
-kernel offset (see ``im2col.shifted``).
+group of kernel offsets (see ``im2col``).
 
 Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F), and
 X_ij = shifted(x, i, j), the zero-padded input as kernel offset (i, j) reads it,
-an (N*H*W, C) matrix::
+an (N*H*W, C) matrix. A group g of offsets stacks its windows side by side,
+X_g = [X_ij ...] (N*H*W, g*C), and its kernels one above the other, K_g (g*C, F)::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_ij X_ij @ K_ij                           K_ij = K[i, j]: (C, F)
-    dK_ij = X_ij^T @ dY                              (X_ij recomputed, not kept)
-    dx[window ij] += dY @ K_ij^T                     (col2im, one offset at a time)
+    Y = sum_g X_g @ K_g                              (one offset per group when C >= 16)
+    dK_g = X_g^T @ dY                                (X_g recomputed, not kept)
+    dX_g = dY @ K_g^T,  dx[window ij] += dX_ij       (col2im, one offset at a time)
+    db = 1^T dY                                      (column sums, as a product)
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
@@ -17,10 +19,12 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
     y[n, s*h + i, s*w + j, f] += x[n, h, w, c] K[i, j, f, c]      (+ b[f])
     y[window ij] += X @ K_ij^T                       X: (N*H*W, C)
     dX = sum_ij dY_ij @ K_ij     dK_ij = dY_ij^T @ X     dY_ij = shifted(dy, i, j, stride s)
+
+Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import shifted, span, strided
+from .im2col import add_shifted, offset_groups, shifted
 
 
 def _pair(k, what):
@@ -65,15 +69,16 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
         c = x.shape[3]
-        pads = self._pads()
-        kernel = self.params["kernel"].astype(x.dtype, copy=False)           # (kh, kw, C, F)
-        window = xp.empty((n, ho, wo, c), dtype=x.dtype)                      # X_ij, one offset at a time
-        product = xp.empty((n * ho * wo, f), dtype=x.dtype)
-        y = xp.zeros((n * ho * wo, f), dtype=x.dtype)                         # (N*Ho*Wo, F)
-        for i in range(kh):
-            for j in range(kw):
-                shifted(x, i, j, window, pads)
-                y += xp.matmul(window.reshape(-1, c), kernel[i, j], out=product)
+        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * c, f)  # rows (i, j, c)
+        groups = offset_groups(kh, kw, c)
+        cols = xp.empty((n, ho, wo, len(groups[0]), c), dtype=x.dtype)       # X_g, one group at a time
+        y = xp.empty((n * ho * wo, f), dtype=x.dtype)                         # (N*Ho*Wo, F)
+        product = xp.empty_like(y) if len(groups) > 1 else None
+        for k, (rows, X) in enumerate(_im2col(x, groups, self._pads(), cols)):
+            if k == 0:
+                xp.matmul(X, kernel[rows], out=y)                              # Y = X_0 K_0
+            else:
+                y += xp.matmul(X, kernel[rows], out=product)                   #   + X_g K_g
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = x
@@ -84,26 +89,41 @@ class Conv2D(Layer):
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
-        _, h, w, c = x.shape
-        pads = self._pads()
-        kernel = self.params["kernel"].astype(dy.dtype, copy=False)          # (kh, kw, C, F)
+        c = x.shape[3]
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * c, f)
+        dkernel = self._grad_buffer("kernel", dy.dtype)                      # (kh, kw, C, F)
+        dk = dkernel.reshape(kh * kw * c, f)
         dy2 = dy.reshape(n * ho * wo, f)                                      # (N*Ho*Wo, F)
-        dkernel = xp.empty(kernel.shape, dtype=dy.dtype)
         dx = xp.zeros(x.shape, dtype=dy.dtype)
-        window = xp.empty((n, ho, wo, c), dtype=dy.dtype)                     # X_ij, then dY K_ij^T
-        for i in range(kh):
-            for j in range(kw):
-                shifted(x, i, j, window, pads)                               # X_ij again
-                xp.matmul(window.reshape(-1, c).T, dy2, out=dkernel[i, j])   # dK_ij = X_ij^T dY: (C, F)
-                rows, cols = span(i, pads[0], h, ho), span(j, pads[1], w, wo)
-                if rows and cols:                                           # col2im: dx += dY K_ij^T
-                    xp.matmul(dy2, kernel[i, j].T, out=window.reshape(-1, c))
-                    dx[:, rows[1], cols[1]] += window[:, rows[0], cols[0]]
-        dtype = self.params["kernel"].dtype
-        self.grads["kernel"] = dkernel.astype(dtype, copy=False)
+        groups = offset_groups(kh, kw, c)
+        cols = xp.empty((n, ho, wo, len(groups[0]), c), dtype=dy.dtype)
+        for group, (rows, X) in zip(groups, _im2col(x, groups, self._pads(), cols)):   # X_g again
+            xp.matmul(X.T, dy2, out=dk[rows])                                  # dK_g = X_g^T dY: (g*C, F)
+            xp.matmul(dy2, kernel[rows].T, out=X)                              # dX_g = dY K_g^T, in X_g's place
+            for k, (i, j) in enumerate(group):                                 # col2im
+                add_shifted(dx, cols[:, :, :, k], i, j, self._pads())
+        self._store_grad("kernel", dkernel)
         if "bias" in self.params:
-            self.grads["bias"] = dy2.sum(axis=0).astype(dtype, copy=False)
+            self._store_grad("bias", _column_sums(dy2, self._grad_buffer("bias", dy.dtype)))
         return dx
+
+
+def _im2col(x, groups, pads, cols):
+    """For each group of kernel offsets: (its rows of the (kh*kw*C, F) kernel, X_g).
+    X_g is ``cols`` (N, Ho, Wo, g, C) filled with the group's windows, seen as
+    (N*Ho*Wo, g*C); the next group overwrites it."""
+    g, c = cols.shape[3], cols.shape[4]
+    for k, group in enumerate(groups):
+        for slot, (i, j) in enumerate(group):
+            shifted(x, i, j, cols[:, :, :, slot], pads)
+        yield slice(k * g * c, (k + 1) * g * c), cols.reshape(-1, g * c)
+
+
+def _column_sums(a, out):
+    """out = 1^T a: the sums over the rows of a 2-D array, as a matrix-vector product
+    (BLAS, several times faster than ``a.sum(axis=0)`` on a tall array)."""
+    xp = get_array_module(a)
+    return xp.matmul(xp.ones(a.shape[0], dtype=a.dtype), a, out=out)
 
 
 class ConvTranspose2D(Layer):
@@ -139,10 +159,11 @@ class ConvTranspose2D(Layer):
         x2 = x.reshape(n * h * w, c)                            # (N*H*W, C)
         kernel = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
         y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
-        s = self.strides[0]
+        product = xp.empty((n * h * w, f), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):                                 # col2im, one offset: y[window ij] += X K_ij^T
-                y[:, strided(i, h, s), strided(j, w, s)] += (x2 @ kernel[i, j].T).reshape(n, h, w, f)
+                xp.matmul(x2, kernel[i, j].T, out=product)
+                add_shifted(y, product.reshape(n, h, w, f), i, j, stride=self.strides[0])
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = (x2, x.shape)
@@ -156,15 +177,15 @@ class ConvTranspose2D(Layer):
         n, h, w, c = x_shape
         window = xp.empty((n, h, w, self.filters), dtype=dy.dtype)             # dY_ij
         product = xp.empty((n * h * w, c), dtype=dy.dtype)
-        dkernel = xp.empty(kernel.shape, dtype=dy.dtype)
+        dkernel = self._grad_buffer("kernel", dy.dtype)
         dx = xp.zeros((n * h * w, c), dtype=dy.dtype)                         # (N*H*W, C)
         for i in range(kh):
             for j in range(kw):
                 dyij = shifted(dy, i, j, window, stride=self.strides[0]).reshape(-1, self.filters)
                 xp.matmul(dyij.T, x2, out=dkernel[i, j])                    # dK_ij = dY_ij^T X: (F, C)
                 dx += xp.matmul(dyij, kernel[i, j], out=product)            # dX += dY_ij K_ij
-        dtype = self.params["kernel"].dtype
-        self.grads["kernel"] = dkernel.astype(dtype, copy=False)
+        self._store_grad("kernel", dkernel)
         if "bias" in self.params:
-            self.grads["bias"] = dy.sum(axis=(0, 1, 2)).astype(dtype, copy=False)
+            dy2 = dy.reshape(-1, self.filters)                                # (N*Ho*Wo, F)
+            self._store_grad("bias", _column_sums(dy2, self._grad_buffer("bias", dy.dtype)))
         return dx.reshape(x_shape)

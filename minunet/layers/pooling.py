@@ -12,8 +12,6 @@ of equal zeros, and a split would leak gradient into every one of them.
 UpSampling2D, nearest, factor s: y[n, h, w, c] = x[n, h // s, w // s, c], so dx
 sums dy over each s x s block.
 """
-import numpy as np
-
 from ..backend import get_array_module
 from .base import Layer
 from .conv import _pair
@@ -42,19 +40,22 @@ class MaxPool2D(Layer):
         self._check_input(x, min_size=max(self.pool_size))
         xp = get_array_module(x)
         _, ho, wo, _ = self.output_shape(x.shape)
-        windows = xp.stack([x[w] for w in self._windows(ho, wo)])   # (ph*pw, N, Ho, Wo, C)
-        arg = windows.argmax(axis=0)                             # first maximum wins ties
-        y = xp.take_along_axis(windows, arg[None], axis=0)[0]    # (N, Ho, Wo, C)
-        self._cache = (arg.astype(np.uint8 if len(windows) < 256 else np.int64), x.shape)
+        windows = self._windows(ho, wo)
+        y = x[windows[0]].copy()                                 # (N, Ho, Wo, C)
+        for w in windows[1:]:
+            xp.maximum(y, x[w], out=y)
+        self._cache = (x, y)        # x is the previous ReLU's output, kept anyway
         return y
 
     def backward(self, dy):
-        arg, x_shape = self._cache
+        x, y = self._cache
         xp = get_array_module(dy)
-        _, ho, wo, _ = dy.shape
-        dx = xp.zeros(x_shape, dtype=dy.dtype)
-        for k, w in enumerate(self._windows(ho, wo)):
-            dx[w] += dy * (arg == k)                             # dy goes to the arg-max only
+        dx = xp.zeros(x.shape, dtype=dy.dtype)
+        taken = xp.zeros(y.shape, dtype=bool)                    # window's arg-max already found
+        for w in self._windows(*dy.shape[1:3]):                  # row-major: the first maximum wins
+            hit = (x[w] == y) & ~taken
+            taken |= hit
+            dx[w] += dy * hit                                    # dy goes to the arg-max only
         return dx
 
 
