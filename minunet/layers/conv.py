@@ -24,7 +24,7 @@ Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import add_shifted, offset_groups, shifted
+from .im2col import add_shifted, shifted, widen
 
 
 def _pair(k, what):
@@ -52,10 +52,12 @@ class Conv2D(Layer):
             self.params["bias"] = zeros((self.filters,), dtype)
 
     def _pads(self):
-        """(top, left) zero padding of the input; 'same' puts the rest at the bottom/right."""
+        """(top, bottom, left, right) zero padding. 'same' pads kh - 1 rows in all, the odd
+        one at the bottom (and kw - 1 columns, the odd one at the right), as Keras/TF do."""
         if self.padding == "valid":
-            return 0, 0
-        return tuple((k - 1) // 2 for k in self.kernel_size)
+            return (0, 0, 0, 0)
+        (kh, kw) = self.kernel_size
+        return ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
 
     def output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -66,57 +68,58 @@ class Conv2D(Layer):
     def forward(self, x):
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else max(self.kernel_size))
         xp = get_array_module(x)
-        kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
-        c = x.shape[3]
-        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * c, f)  # rows (i, j, c)
-        groups = offset_groups(kh, kw, c)
-        cols = xp.empty((n, ho, wo, len(groups[0]), c), dtype=x.dtype)       # X_g, one group at a time
-        y = xp.empty((n * ho * wo, f), dtype=x.dtype)                         # (N*Ho*Wo, F)
-        product = xp.empty_like(y) if len(groups) > 1 else None
-        for k, (rows, X) in enumerate(_im2col(x, groups, self._pads(), cols)):
-            if k == 0:
-                xp.matmul(X, kernel[rows], out=y)                              # Y = X_0 K_0
-            else:
-                y += xp.matmul(X, kernel[rows], out=product)                   #   + X_g K_g
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)            # (kh, kw, C, F)
+        y_rows = _correlate(x, kernel, self._pads())                          # (Ho*N*Wo, F), rows (h, n, w)
+        y = xp.empty((n, ho, wo, f), dtype=x.dtype)
+        y[...] = y_rows.reshape(ho, n, wo, f).transpose(1, 0, 2, 3)          # back to NHWC
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = x
-        return y.reshape(n, ho, wo, f)
+        return y
 
     def backward(self, dy):
         x = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
-        c = x.shape[3]
-        kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * c, f)
-        dkernel = self._grad_buffer("kernel", dy.dtype)                      # (kh, kw, C, F)
-        dk = dkernel.reshape(kh * kw * c, f)
-        dy2 = dy.reshape(n * ho * wo, f)                                      # (N*Ho*Wo, F)
-        dx = xp.zeros(x.shape, dtype=dy.dtype)
-        groups = offset_groups(kh, kw, c)
-        cols = xp.empty((n, ho, wo, len(groups[0]), c), dtype=dy.dtype)
-        for group, (rows, X) in zip(groups, _im2col(x, groups, self._pads(), cols)):   # X_g again
-            xp.matmul(X.T, dy2, out=dk[rows])                                  # dK_g = X_g^T dY: (g*C, F)
-            xp.matmul(dy2, kernel[rows].T, out=X)                              # dX_g = dY K_g^T, in X_g's place
-            for k, (i, j) in enumerate(group):                                 # col2im
-                add_shifted(dx, cols[:, :, :, k], i, j, self._pads())
-        self._store_grad("kernel", dkernel)
+        _, h, w, c = x.shape
+        top, bottom, left, right = pads = self._pads()
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
+        dy_rows = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(-1, f)   # (Ho*N*Wo, F), rows (h, n, w)
+
+        dkernel = self._grad_buffer("kernel", dy.dtype)
+        dk = dkernel.reshape(kh, kw * c, f)
+        xw = widen(x, kw, pads)                                               # (Hp, N, Wo, kw*C), again
+        for i in range(kh):
+            xp.matmul(xw[i : i + ho].reshape(-1, kw * c).T, dy_rows, out=dk[i])   # dK_i = X_i^T dY
+        del xw
         if "bias" in self.params:
-            self._store_grad("bias", _column_sums(dy2, self._grad_buffer("bias", dy.dtype)))
-        return dx
+            self._store_grad("bias", _column_sums(dy_rows, self._grad_buffer("bias", dy.dtype)))
+        self._store_grad("kernel", dkernel)
+
+        # dx: dy correlated with the kernel flipped in space, channels swapped, padded
+        # so that the output is x's size: K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f].
+        flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+        top_, left_ = kh - 1 - top, kw - 1 - left
+        dx_rows = _correlate(dy, flipped, (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_))
+        return xp.ascontiguousarray(dx_rows.reshape(h, n, w, c).transpose(1, 0, 2, 3))
 
 
-def _im2col(x, groups, pads, cols):
-    """For each group of kernel offsets: (its rows of the (kh*kw*C, F) kernel, X_g).
-    X_g is ``cols`` (N, Ho, Wo, g, C) filled with the group's windows, seen as
-    (N*Ho*Wo, g*C); the next group overwrites it."""
-    g, c = cols.shape[3], cols.shape[4]
-    for k, group in enumerate(groups):
-        for slot, (i, j) in enumerate(group):
-            shifted(x, i, j, cols[:, :, :, slot], pads)
-        yield slice(k * g * c, (k + 1) * g * c), cols.reshape(-1, g * c)
+def _correlate(x, kernel, pads):
+    """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], returned as an
+    (Ho*N*Wo, F) matrix whose rows run (h, n, w): one product per kernel row i,
+    Y = sum_i X_i @ K_i with X_i = widen(x)[i : i + Ho] (no copy) and K_i = K[i] (kw*C, F)."""
+    xp = get_array_module(x)
+    kh, kw, c, f = kernel.shape
+    xw = widen(x, kw, pads)                                                   # (Hp, N, Wo, kw*C)
+    ho = xw.shape[0] - kh + 1
+    k = kernel.reshape(kh, kw * c, f)
+    y = xw[:ho].reshape(-1, kw * c) @ k[0]                                    # (Ho*N*Wo, F)
+    product = xp.empty_like(y)
+    for i in range(1, kh):
+        y += xp.matmul(xw[i : i + ho].reshape(-1, kw * c), k[i], out=product)
+    return y
 
 
 def _column_sums(a, out):

@@ -1,4 +1,4 @@
-"""The input as one kernel offset sees it: im2col a few offsets at a time.
+"""The input as kernel offsets see it: im2col a few offsets at a time.
 
 A kh x kw convolution is a sum of kh*kw shifted 1x1 convolutions. For kernel
 offset (i, j), every output pixel reads the input pixel (s*y + i, s*x + j) of the
@@ -20,25 +20,7 @@ zeroed. The adjoint (col2im) adds a block back where it came from:
 offsets, never over pixels or over the batch, and use only slicing: the same code on
 NumPy and CuPy.
 """
-
-
-MIN_COLUMNS = 16
-
-
-def offset_groups(kh, kw, c):
-    """The kernel offsets (i, j), row-major, in equal groups: one matrix product each.
-
-    g offsets per group, the fewest (a divisor of kh*kw) that give the product
-    X_g (N*Ho*Wo, g*C) @ K_g (g*C, F) at least MIN_COLUMNS columns. A product with
-    fewer columns is slow per FLOP: with C = 1 (a grayscale image) and one offset
-    at a time, the first layer of the U-Net took longer than the second. Larger
-    groups cost strided copies (each pixel's C values land g*C apart), which lose to
-    one offset at a time once C >= 16 (benchmarks/RESULTS.md).
-    """
-    n = kh * kw
-    g = next(g for g in range(1, n + 1) if n % g == 0 and (g * c >= MIN_COLUMNS or g == n))
-    offsets = [(i, j) for i in range(kh) for j in range(kw)]
-    return [offsets[k : k + g] for k in range(0, n, g)]
+from ..backend import get_array_module
 
 
 def strided(i, n, stride=1):
@@ -82,3 +64,33 @@ def add_shifted(dx, block, i, j, pads=(0, 0), stride=1):
     if rows is not None and cols is not None:
         dx[:, rows[1], cols[1]] += block[:, rows[0], cols[0]]
     return dx
+
+
+def widen(x, kw, pads):
+    """im2col along the width, rows first: out[r, n, w, j*C + c] = xpad[n, r, w + j, c].
+
+    x (N, H, W, C) zero-padded by pads = (top, bottom, left, right) gives
+    (H + top + bottom, N, Wo, kw*C), Wo = W + left + right - kw + 1: each pixel with
+    the kw pixels its kernel row reads, side by side. Rows come first so that what
+    kernel row i reads, rows i .. i + Ho - 1, is one contiguous block: an
+    (Ho*N*Wo, kw*C) matrix without a copy. So a kh x kw convolution needs kw window
+    copies, not kh*kw, and kh products with kw*C columns each.
+    """
+    xp = get_array_module(x)
+    top, bottom, left, right = pads
+    n, h, w, c = x.shape
+    wo = w + left + right - kw + 1
+    out = xp.empty((h + top + bottom, n, wo, kw * c), dtype=x.dtype)
+    out[:top] = 0
+    out[top + h :] = 0
+    rows = x.transpose(1, 0, 2, 3)                          # (H, N, W, C), a view
+    for j in range(kw):
+        block = out[top : top + h, :, :, j * c : (j + 1) * c]
+        cols = span(j, left, w, wo)
+        if cols is None:
+            block[...] = 0
+            continue
+        block[:, :, cols[0]] = rows[:, :, cols[1]]
+        block[:, :, : cols[0].start] = 0                    # columns that read the padding
+        block[:, :, cols[0].stop :] = 0
+    return out
