@@ -68,9 +68,10 @@ class Conv2D(Layer):
     def forward(self, x):
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else max(self.kernel_size))
         xp = get_array_module(x)
+        kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
-        kernel = self.params["kernel"].astype(x.dtype, copy=False)            # (kh, kw, C, F)
-        y_rows = _correlate(x, kernel, self._pads())                          # (Ho*N*Wo, F), rows (h, n, w)
+        k = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh, kw * x.shape[3], f)  # K_i: (kw*C, F)
+        y_rows = _correlate(x, k, self._pads())                               # (Ho*N*Wo, F), rows (h, n, w)
         y = xp.empty((n, ho, wo, f), dtype=x.dtype)
         y[...] = y_rows.reshape(ho, n, wo, f).transpose(1, 0, 2, 3)          # back to NHWC
         if "bias" in self.params:
@@ -87,6 +88,8 @@ class Conv2D(Layer):
         top, bottom, left, right = pads = self._pads()
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
         dy_rows = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(-1, f)   # (Ho*N*Wo, F), rows (h, n, w)
+        if "bias" in self.params:
+            self._store_grad("bias", _column_sums(dy_rows, self._grad_buffer("bias", dy.dtype)))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
         dk = dkernel.reshape(kh, kw * c, f)
@@ -94,31 +97,32 @@ class Conv2D(Layer):
         for i in range(kh):
             xp.matmul(xw[i : i + ho].reshape(-1, kw * c).T, dy_rows, out=dk[i])   # dK_i = X_i^T dY
         del xw
-        if "bias" in self.params:
-            self._store_grad("bias", _column_sums(dy_rows, self._grad_buffer("bias", dy.dtype)))
         self._store_grad("kernel", dkernel)
 
-        # dx: dy correlated with the kernel flipped in space, channels swapped, padded
-        # so that the output is x's size: K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f].
-        flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+        # dx: dy correlated with the kernel flipped in space, channels swapped, padded so
+        # that the output has x's size: K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f]. Row i of
+        # it, (kw*F, C), is the transpose of flipped[i] (C, kw*F): a copy of whole rows of
+        # F floats (an element-wise transpose of the kernel would cost as much as the
+        # layer's products at the bottom of the U-Net), which the product reads transposed.
+        flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
         top_, left_ = kh - 1 - top, kw - 1 - left
-        dx_rows = _correlate(dy, flipped, (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_))
+        dx_rows = _correlate(dy, flipped.transpose(0, 2, 1), (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_))
         return xp.ascontiguousarray(dx_rows.reshape(h, n, w, c).transpose(1, 0, 2, 3))
 
 
-def _correlate(x, kernel, pads):
+def _correlate(x, k, pads):
     """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], returned as an
-    (Ho*N*Wo, F) matrix whose rows run (h, n, w): one product per kernel row i,
-    Y = sum_i X_i @ K_i with X_i = widen(x)[i : i + Ho] (no copy) and K_i = K[i] (kw*C, F)."""
+    (Ho*N*Wo, F) matrix whose rows run (h, n, w). k (kh, kw*C, F) holds the kernel rows
+    K_i; one product per kernel row: Y = sum_i X_i @ K_i, X_i = widen(x)[i : i + Ho], a
+    contiguous block of rows, so a matrix without a copy."""
     xp = get_array_module(x)
-    kh, kw, c, f = kernel.shape
-    xw = widen(x, kw, pads)                                                   # (Hp, N, Wo, kw*C)
+    kh, kwc, f = k.shape
+    xw = widen(x, kwc // x.shape[3], pads)                                    # (Hp, N, Wo, kw*C)
     ho = xw.shape[0] - kh + 1
-    k = kernel.reshape(kh, kw * c, f)
-    y = xw[:ho].reshape(-1, kw * c) @ k[0]                                    # (Ho*N*Wo, F)
+    y = xw[:ho].reshape(-1, kwc) @ k[0]                                       # (Ho*N*Wo, F)
     product = xp.empty_like(y)
     for i in range(1, kh):
-        y += xp.matmul(xw[i : i + ho].reshape(-1, kw * c), k[i], out=product)
+        y += xp.matmul(xw[i : i + ho].reshape(-1, kwc), k[i], out=product)
     return y
 
 
