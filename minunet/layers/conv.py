@@ -24,7 +24,7 @@ Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
-from .im2col import add_shifted, shifted, widen
+from .im2col import add_shifted, shifted, widened
 
 
 def _pair(k, what):
@@ -93,10 +93,17 @@ class Conv2D(Layer):
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
         dk = dkernel.reshape(kh, kw * c, f)
-        xw = widen(x, kw, pads)                                               # (Hp, N, Wo, kw*C), again
-        for i in range(kh):
-            xp.matmul(xw[i : i + ho].reshape(-1, kw * c).T, dy_rows, out=dk[i])   # dK_i = X_i^T dY
-        del xw
+        dy_blocks = dy_rows.reshape(ho, n * wo, f)
+        partial = None
+        for rows, xw in widened(x, kh, kw, pads):                            # X_i again, block by block
+            dyb = dy_blocks[rows].reshape(-1, f)
+            for i in range(kh):
+                xi = xw[i : i + len(range(ho)[rows])].reshape(-1, kw * c)
+                if rows.start == 0:
+                    xp.matmul(xi.T, dyb, out=dk[i])                           # dK_i = X_i^T dY
+                else:
+                    partial = xp.empty_like(dk[i]) if partial is None else partial
+                    dk[i] += xp.matmul(xi.T, dyb, out=partial)               #   summed over blocks
         self._store_grad("kernel", dkernel)
 
         # dx: dy correlated with the kernel flipped in space, channels swapped, padded so
@@ -113,17 +120,23 @@ class Conv2D(Layer):
 def _correlate(x, k, pads):
     """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], returned as an
     (Ho*N*Wo, F) matrix whose rows run (h, n, w). k (kh, kw*C, F) holds the kernel rows
-    K_i; one product per kernel row: Y = sum_i X_i @ K_i, X_i = widen(x)[i : i + Ho], a
-    contiguous block of rows, so a matrix without a copy."""
+    K_i; per block of output rows, one product per kernel row: Y = sum_i X_i @ K_i,
+    X_i = xw[i : i + rows], a contiguous block, so a matrix without a copy."""
     xp = get_array_module(x)
     kh, kwc, f = k.shape
-    xw = widen(x, kwc // x.shape[3], pads)                                    # (Hp, N, Wo, kw*C)
-    ho = xw.shape[0] - kh + 1
-    y = xw[:ho].reshape(-1, kwc) @ k[0]                                       # (Ho*N*Wo, F)
-    product = xp.empty_like(y)
-    for i in range(1, kh):
-        y += xp.matmul(xw[i : i + ho].reshape(-1, kwc), k[i], out=product)
-    return y
+    n, h, w, c = x.shape
+    top, bottom, left, right = pads
+    ho, wo = h + top + bottom - kh + 1, w + left + right - kwc // c + 1
+    y = xp.empty((ho, n * wo, f), dtype=x.dtype)
+    product = None
+    for rows, xw in widened(x, kh, kwc // c, pads):
+        yb = y[rows].reshape(-1, f)                                            # (rows*N*Wo, F)
+        r = yb.shape[0] // (n * wo)
+        xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=yb)
+        product = xp.empty_like(yb) if product is None else product
+        for i in range(1, kh):
+            yb += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product[: len(yb)])
+    return y.reshape(-1, f)
 
 
 def _column_sums(a, out):

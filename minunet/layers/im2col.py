@@ -66,31 +66,49 @@ def add_shifted(dx, block, i, j, pads=(0, 0), stride=1):
     return dx
 
 
-def widen(x, kw, pads):
-    """im2col along the width, rows first: out[r, n, w, j*C + c] = xpad[n, r, w + j, c].
+BLOCK_BYTES = 8 << 20
 
-    x (N, H, W, C) zero-padded by pads = (top, bottom, left, right) gives
-    (H + top + bottom, N, Wo, kw*C), Wo = W + left + right - kw + 1: each pixel with
-    the kw pixels its kernel row reads, side by side. Rows come first so that what
-    kernel row i reads, rows i .. i + Ho - 1, is one contiguous block: an
-    (Ho*N*Wo, kw*C) matrix without a copy. So a kh x kw convolution needs kw window
-    copies, not kh*kw, and kh products with kw*C columns each.
+
+def widened(x, kh, kw, pads, block_bytes=BLOCK_BYTES):
+    """im2col along the width, rows first, a block of output rows at a time.
+
+    For x (N, H, W, C) zero-padded by pads = (top, bottom, left, right), output rows
+    Ho = H + top + bottom - kh + 1 and columns Wo = W + left + right - kw + 1, yields
+    (rows, xw) for consecutive blocks ``rows`` of output rows, where
+
+        xw[r, n, w, j*C + c] = xpad[n, rows.start + r, w + j, c]      r < len(rows) + kh - 1
+
+    each pixel beside the kw pixels its kernel row reads. Rows come first so that what
+    kernel row i reads for the block, xw[i : i + len(rows)], is one contiguous block: an
+    (len(rows)*N*Wo, kw*C) matrix without a copy. A block is about ``block_bytes``, so it
+    stays in the processor's cache while the products read it kh times; one buffer
+    serves every block. kw window copies per block, not kh*kw.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
     n, h, w, c = x.shape
-    wo = w + left + right - kw + 1
-    out = xp.empty((h + top + bottom, n, wo, kw * c), dtype=x.dtype)
-    out[:top] = 0
-    out[top + h :] = 0
-    rows = x.transpose(1, 0, 2, 3)                          # (H, N, W, C), a view
-    for j in range(kw):
-        block = out[top : top + h, :, :, j * c : (j + 1) * c]
-        cols = span(j, left, w, wo)
-        if cols is None:
-            block[...] = 0
+    ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
+    row_bytes = n * wo * kw * c * x.itemsize
+    block = max(1, min(ho, block_bytes // row_bytes - (kh - 1)))
+    buffer = xp.empty((block + kh - 1, n, wo, kw * c), dtype=x.dtype)
+    src = x.transpose(1, 0, 2, 3)                            # (H, N, W, C), a view
+    for start in range(0, ho, block):
+        rows = slice(start, min(ho, start + block))
+        xw = buffer[: rows.stop - start + kh - 1]
+        lo, hi = max(start - top, 0), min(rows.stop + kh - 1 - top, h)    # the input rows it reads
+        if hi <= lo:
+            xw[...] = 0
+            yield rows, xw
             continue
-        block[:, :, cols[0]] = rows[:, :, cols[1]]
-        block[:, :, : cols[0].start] = 0                    # columns that read the padding
-        block[:, :, cols[0].stop :] = 0
-    return out
+        xw[: lo + top - start] = 0                           # rows of padding
+        xw[hi + top - start :] = 0
+        for j in range(kw):
+            block_j = xw[lo + top - start : hi + top - start, :, :, j * c : (j + 1) * c]
+            cols = span(j, left, w, wo)
+            if cols is None:
+                block_j[...] = 0
+                continue
+            block_j[:, :, cols[0]] = src[lo:hi, :, cols[1]]
+            block_j[:, :, : cols[0].start] = 0               # columns of padding
+            block_j[:, :, cols[0].stop :] = 0
+        yield rows, xw
