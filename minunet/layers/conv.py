@@ -25,6 +25,7 @@ Gradients are written into the same ``grads`` arrays at every step.
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
 from .im2col import add_shifted, shifted, widened
+from .scratch import scratch
 
 
 def _pair(k, what):
@@ -73,9 +74,9 @@ class Conv2D(Layer):
         k = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh, kw * x.shape[3], f)  # K_i: (kw*C, F)
         y_rows = _correlate(x, k, self._pads())                               # (Ho*N*Wo, F), rows (h, n, w)
         y = xp.empty((n, ho, wo, f), dtype=x.dtype)
-        y[...] = y_rows.reshape(ho, n, wo, f).transpose(1, 0, 2, 3)          # back to NHWC
-        if "bias" in self.params:
-            y += self.params["bias"].astype(x.dtype, copy=False)
+        y_rows = y_rows.reshape(ho, n, wo, f).transpose(1, 0, 2, 3)          # back to NHWC, with the bias
+        bias = self.params["bias"].astype(x.dtype, copy=False) if "bias" in self.params else 0
+        xp.add(y_rows, bias, out=y)
         self._cache = x
         return y
 
@@ -87,23 +88,23 @@ class Conv2D(Layer):
         _, h, w, c = x.shape
         top, bottom, left, right = pads = self._pads()
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        dy_rows = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(-1, f)   # (Ho*N*Wo, F), rows (h, n, w)
+        dy_rows = scratch("dy rows", (ho, n, wo, f), dy.dtype, xp)            # dy with rows (h, n, w)
+        dy_rows[...] = dy.transpose(1, 0, 2, 3)
+        dy_rows = dy_rows.reshape(-1, f)                                      # (Ho*N*Wo, F)
         if "bias" in self.params:
             self._store_grad("bias", _column_sums(dy_rows, self._grad_buffer("bias", dy.dtype)))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
         dk = dkernel.reshape(kh, kw * c, f)
         dy_blocks = dy_rows.reshape(ho, n * wo, f)
-        partial = None
         for rows, xw in widened(x, kh, kw, pads):                            # X_i again, block by block
             dyb = dy_blocks[rows].reshape(-1, f)
             for i in range(kh):
-                xi = xw[i : i + len(range(ho)[rows])].reshape(-1, kw * c)
+                xi = xw[i : i + rows.stop - rows.start].reshape(-1, kw * c)
                 if rows.start == 0:
                     xp.matmul(xi.T, dyb, out=dk[i])                           # dK_i = X_i^T dY
                 else:
-                    partial = xp.empty_like(dk[i]) if partial is None else partial
-                    dk[i] += xp.matmul(xi.T, dyb, out=partial)               #   summed over blocks
+                    dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))   # summed over blocks
         self._store_grad("kernel", dkernel)
 
         # dx: dy correlated with the kernel flipped in space, channels swapped, padded so
@@ -127,15 +128,14 @@ def _correlate(x, k, pads):
     n, h, w, c = x.shape
     top, bottom, left, right = pads
     ho, wo = h + top + bottom - kh + 1, w + left + right - kwc // c + 1
-    y = xp.empty((ho, n * wo, f), dtype=x.dtype)
-    product = None
+    y = scratch("correlation", (ho, n * wo, f), x.dtype, xp)
     for rows, xw in widened(x, kh, kwc // c, pads):
         yb = y[rows].reshape(-1, f)                                            # (rows*N*Wo, F)
-        r = yb.shape[0] // (n * wo)
+        r = rows.stop - rows.start
         xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=yb)
-        product = xp.empty_like(yb) if product is None else product
+        product = scratch("product", yb.shape, x.dtype, xp)
         for i in range(1, kh):
-            yb += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product[: len(yb)])
+            yb += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product)
     return y.reshape(-1, f)
 
 

@@ -21,6 +21,7 @@ offsets, never over pixels or over the batch, and use only slicing: the same cod
 NumPy and CuPy.
 """
 from ..backend import get_array_module
+from .scratch import scratch
 
 
 def strided(i, n, stride=1):
@@ -81,8 +82,8 @@ def widened(x, kh, kw, pads, block_bytes=BLOCK_BYTES):
     each pixel beside the kw pixels its kernel row reads. Rows come first so that what
     kernel row i reads for the block, xw[i : i + len(rows)], is one contiguous block: an
     (len(rows)*N*Wo, kw*C) matrix without a copy. A block is about ``block_bytes``, so it
-    stays in the processor's cache while the products read it kh times; one buffer
-    serves every block. kw window copies per block, not kh*kw.
+    stays in the processor's cache while the products read it kh times; one scratch
+    buffer serves every block. kw window copies per block, not kh*kw.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
@@ -90,7 +91,7 @@ def widened(x, kh, kw, pads, block_bytes=BLOCK_BYTES):
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
     row_bytes = n * wo * kw * c * x.itemsize
     block = max(1, min(ho, block_bytes // row_bytes - (kh - 1)))
-    buffer = xp.empty((block + kh - 1, n, wo, kw * c), dtype=x.dtype)
+    buffer = scratch("widened", (block + kh - 1, n, wo, kw * c), x.dtype, xp)
     src = x.transpose(1, 0, 2, 3)                            # (H, N, W, C), a view
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
