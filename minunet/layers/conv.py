@@ -20,6 +20,8 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
     y[window ij] += X @ K_ij^T                       X: (N*H*W, C)
     dX = sum_ij dY_ij @ K_ij     dK_ij = dY_ij^T @ X     dY_ij = shifted(dy, i, j, stride s)
 
+with one product for all kh*kw offsets: K_ij stacked (kh*kw*F, C), the dY_ij side by side.
+
 Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
@@ -176,36 +178,35 @@ class ConvTranspose2D(Layer):
         n, h, w, c = x.shape
         kh, kw = self.kernel_size
         _, ho, wo, f = self.output_shape(x.shape)
-        x2 = x.reshape(n * h * w, c)                            # (N*H*W, C)
-        kernel = self.params["kernel"].astype(x.dtype, copy=False)   # (kh, kw, F, C)
+        x2 = x.reshape(n * h * w, c)                                          # (N*H*W, C)
+        k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
         y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
-        product = xp.empty((n * h * w, f), dtype=x.dtype)
+        product = scratch("product", (n, h, w, f), x.dtype, xp)
         for i in range(kh):
-            for j in range(kw):                                 # col2im, one offset: y[window ij] += X K_ij^T
-                xp.matmul(x2, kernel[i, j].T, out=product)
-                add_shifted(y, product.reshape(n, h, w, f), i, j, stride=self.strides[0])
+            for j in range(kw):                                               # col2im: y[window ij] += X K_ij^T
+                xp.matmul(x2, k[i, j].T, out=product.reshape(-1, f))
+                add_shifted(y, product, i, j, stride=self.strides[0])
         if "bias" in self.params:
             y += self.params["bias"].astype(x.dtype, copy=False)
         self._cache = (x2, x.shape)
         return y
 
     def backward(self, dy):
-        x2, x_shape = self._cache
+        x2, (n, h, w, _) = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"].astype(dy.dtype, copy=False)   # (kh, kw, F, C)
-        n, h, w, c = x_shape
-        window = xp.empty((n, h, w, self.filters), dtype=dy.dtype)             # dY_ij
-        product = xp.empty((n * h * w, c), dtype=dy.dtype)
-        dkernel = self._grad_buffer("kernel", dy.dtype)
-        dx = xp.zeros((n * h * w, c), dtype=dy.dtype)                         # (N*H*W, C)
+        f = self.filters
+        k = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * f, self.in_channels)
+        dz = scratch("transposed windows", (n, h, w, kh * kw, f), dy.dtype, xp)   # dY_ij side by side
         for i in range(kh):
             for j in range(kw):
-                dyij = shifted(dy, i, j, window, stride=self.strides[0]).reshape(-1, self.filters)
-                xp.matmul(dyij.T, x2, out=dkernel[i, j])                    # dK_ij = dY_ij^T X: (F, C)
-                dx += xp.matmul(dyij, kernel[i, j], out=product)            # dX += dY_ij K_ij
+                shifted(dy, i, j, dz[:, :, :, i * kw + j], stride=self.strides[0])
+        dz = dz.reshape(n * h * w, kh * kw * f)                               # (N*H*W, kh*kw*F)
+        dkernel = self._grad_buffer("kernel", dy.dtype)
+        xp.matmul(dz.T, x2, out=dkernel.reshape(kh * kw * f, -1))             # dK_ij = dY_ij^T X, all at once
         self._store_grad("kernel", dkernel)
         if "bias" in self.params:
-            dy2 = dy.reshape(-1, self.filters)                                # (N*Ho*Wo, F)
+            dy2 = dy.reshape(-1, f)                                           # (N*Ho*Wo, F)
             self._store_grad("bias", _column_sums(dy2, self._grad_buffer("bias", dy.dtype)))
-        return dx.reshape(x_shape)
+        return (dz @ k).reshape(n, h, w, self.in_channels)                   # dX = sum_ij dY_ij K_ij
+
