@@ -1,4 +1,6 @@
 """Layers: gradients against finite differences, shape rules, loop references, errors."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 import reference
 from minunet.gradcheck import check_layer, randomize_biases
 from minunet.layers import (Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax,
-                            UpSampling2D)
+                            UpSampling2D, im2col)
 
 TOL = 1e-6
 F64 = np.float64
@@ -158,6 +160,63 @@ def test_upsampling_equals_loop_reference(spec, size):
     shape, seed = spec
     x = normal(shape, seed)
     np.testing.assert_array_equal(UpSampling2D(size).forward(x), reference.upsampling2d(x, size))
+
+
+@contextlib.contextmanager
+def row_blocks_of_one():
+    """Conv2D's widened blocks shrunk to one output row each: every block boundary,
+    halo and partial sum of the blocked path runs, even on tiny images."""
+    saved, im2col.BLOCK_BYTES = im2col.BLOCK_BYTES, 1
+    try:
+        yield
+    finally:
+        im2col.BLOCK_BYTES = saved
+
+
+@given(nhwc(max_size=8), st.integers(1, 4), st.sampled_from([(1, 1), (3, 3), (2, 3), (3, 2), (5, 1)]),
+       st.sampled_from(["same", "valid"]))
+def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, filters, k, padding):
+    shape, seed = spec
+    if padding == "valid" and (shape[1] < k[0] or shape[2] < k[1]):
+        return
+    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), seed, scale=1.0)
+    x = normal(shape, seed)
+    y = layer.forward(x)
+    dy = normal(y.shape, seed + 1)
+    dx = layer.backward(dy)
+    grads = {name: g.copy() for name, g in layer.grads.items()}
+    with row_blocks_of_one():
+        y1 = layer.forward(x)
+        dx1 = layer.backward(dy)
+        for name, g in grads.items():
+            np.testing.assert_allclose(layer.grads[name], g, rtol=1e-12, atol=1e-12)
+        report = check_layer(layer, x, seed=seed)
+    np.testing.assert_allclose(y1, reference.conv2d(x, layer.params["kernel"], layer.params["bias"], padding),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y1, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx, rtol=1e-12, atol=1e-12)
+    assert report.max_error < TOL, str(report)
+
+
+def test_layers_reuse_gradient_arrays_and_never_return_scratch():
+    """grads arrays are overwritten in place by every backward; outputs and input gradients
+    are arrays of their own, untouched by the next layer's use of the scratch buffers."""
+    rng = np.random.default_rng(0)
+    a, b = Conv2D(3, 4, 3, rng=0), Conv2D(3, 4, 3, rng=1)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    y = a.forward(x)
+    y_before = y.copy()
+    dx = a.backward(np.ones_like(y))
+    dx_before, kernel_grad = dx.copy(), a.grads["kernel"]
+    b.forward(2 * x)
+    b.backward(np.full_like(y, 3.0))
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(dx, dx_before)
+    first = kernel_grad.copy()
+    a.forward(x)
+    a.backward(2 * np.ones_like(y))
+    assert a.grads["kernel"] is kernel_grad                 # the same array, overwritten
+    np.testing.assert_allclose(kernel_grad, 2 * first, rtol=1e-6)
 
 
 def test_conv_transpose_is_the_adjoint_of_the_strided_conv():

@@ -88,6 +88,19 @@ def test_every_activation_and_gradient_stays_float32():
     assert all(g.dtype == np.float32 for g in model.grads.values())
 
 
+def test_backward_frees_the_activations_and_needs_a_forward_first():
+    model = minunet.UNet(depth=2, base_filters=2, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype(np.float32)
+    _, d = losses.softmax_cross_entropy(model.forward(x), np.zeros((2, 8, 8), int))
+    model.backward(d)
+    assert all(layer._cache is None for layer in model.layers)
+    with pytest.raises(ValueError, match=r"call model.forward\(x\) .*before each backward"):
+        model.backward(d)
+    model.forward(x, training=False)
+    with pytest.raises(ValueError, match="no forward pass to go back through"):
+        model.backward(d)
+
+
 # ----------------------------------------------------------------- optimizers
 def test_adam_step_equals_closed_form():
     p = {"w": np.array([1.0, -2.0, 3.0])}

@@ -45,10 +45,12 @@ class Layer:
             self.grads[key][...] = value
 
     def _check_input(self, x, channels=None, min_size=1):
-        """Raise one clear ValueError unless x is a floating NHWC batch that fits this layer."""
+        """Raise one clear ValueError unless x is a floating NHWC batch that fits this layer;
+        ``min_size`` is the least H and W, or a pair (least H, least W)."""
+        min_h, min_w = (min_size, min_size) if isinstance(min_size, int) else min_size
         expected = f"(N, H, W, {channels if channels is not None else 'C'}) floating"
-        if min_size > 1:
-            expected += f" with H, W >= {min_size}"
+        if min_h > 1 or min_w > 1:
+            expected += f" with H, W >= {min_h}" if min_h == min_w else f" with H >= {min_h}, W >= {min_w}"
         shape = tuple(getattr(x, "shape", ()))
         dtype = getattr(x, "dtype", None)
         ok = (
@@ -56,8 +58,8 @@ class Layer:
             and dtype is not None
             and np.dtype(dtype).kind == "f"
             and (channels is None or shape[3] == channels)
-            and shape[1] >= min_size
-            and shape[2] >= min_size
+            and shape[1] >= min_h
+            and shape[2] >= min_w
         )
         if not ok:
             raise ValueError(

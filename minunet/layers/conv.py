@@ -69,7 +69,7 @@ class Conv2D(Layer):
         return (n, h, w, self.filters)
 
     def forward(self, x):
-        self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else max(self.kernel_size))
+        self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else self.kernel_size)
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)

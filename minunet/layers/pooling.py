@@ -37,7 +37,7 @@ class MaxPool2D(Layer):
         return [(slice(None), strided(i, ho, sh), strided(j, wo, sw)) for i in range(ph) for j in range(pw)]
 
     def forward(self, x):
-        self._check_input(x, min_size=max(self.pool_size))
+        self._check_input(x, min_size=self.pool_size)
         xp = get_array_module(x)
         _, ho, wo, _ = self.output_shape(x.shape)
         windows = self._windows(ho, wo)
