@@ -77,20 +77,54 @@ def worker_minunet(base, mode, args):
     opt = minunet.Adam(model.params)
     parts = {}
 
-    def timed(name, fn):
+    phase = ["Conv2D forward"]        # which Conv2D pass the products and copies below belong to
+
+    def add(name, seconds):
+        parts[name] = parts.get(name, 0.0) + seconds
+
+    def timed(name, fn, sets_phase=False):
+        def wrapper(*a, **k):
+            if sets_phase:
+                phase[0] = name
+            start = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            add(name, time.perf_counter() - start)
+            return out
+        return wrapper
+
+    def timed_in_phase(suffix, fn):
         def wrapper(*a, **k):
             start = time.perf_counter()
             out = fn(*a, **k)
             sync()
-            parts[name] = parts.get(name, 0.0) + time.perf_counter() - start
+            add(f"  {phase[0]}: {suffix}", time.perf_counter() - start)
             return out
+        return wrapper
+
+    def timed_generator(suffix, fn):
+        def wrapper(*a, **k):                  # the time spent making each item, not the caller's
+            items = fn(*a, **k)
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    sync()
+                    add(f"  {phase[0]}: {suffix}", time.perf_counter() - start)
+                yield item
         return wrapper
 
     if args.breakdown and mode == "train":
         from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, UpSampling2D
 
-        conv_module.shifted = timed("  of which window copies (im2col)", conv_module.shifted)
-        for cls in (Conv2D, ConvTranspose2D, MaxPool2D, UpSampling2D, ReLU, Concatenate):
+        conv_module.widened = timed_generator("widened windows (im2col copies)", conv_module.widened)
+        conv_module._correlate = timed_in_phase("correlations (products + im2col)", conv_module._correlate)
+        Conv2D.forward = timed("Conv2D forward", Conv2D.forward, sets_phase=True)
+        Conv2D.backward = timed("Conv2D backward", Conv2D.backward, sets_phase=True)
+        for cls in (ConvTranspose2D, MaxPool2D, UpSampling2D, ReLU, Concatenate):
             cls.forward = timed(f"{cls.__name__} forward", cls.forward)
             cls.backward = timed(f"{cls.__name__} backward", cls.backward)
         loss_fn = timed("loss (softmax cross-entropy)", losses.softmax_cross_entropy)
@@ -289,8 +323,11 @@ def main():
                       f"memory {ref['peak_mib'] / other[0]['peak_mib']:.2f}x")
         if args.breakdown and ref.get("parts"):
             print(f"{'':>11} minunet step by part (base {base}):")
-            for name, secs in sorted(ref["parts"].items(), key=lambda kv: -kv[1] if not kv[0].startswith(" ") else 0):
-                print(f"{'':>13} {name:<32} {secs:>7.3f} s")
+            parts = ref["parts"]
+            for name, secs in sorted(((k, v) for k, v in parts.items() if not k.startswith(" ")), key=lambda kv: -kv[1]):
+                print(f"{'':>13} {name:<58} {secs:>7.3f} s")
+                for sub in sorted(k for k in parts if k.startswith(f"  {name}:")):   # the parts inside it
+                    print(f"{'':>13} {'  of which ' + sub.split(': ', 1)[1]:<58} {parts[sub]:>7.3f} s")
 
     if args.unset_openblas:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
