@@ -1,16 +1,18 @@
-"""Conv2D and ConvTranspose2D: a sum of shifted 1x1 convolutions, one matrix product per
-group of kernel offsets (see ``im2col``).
+"""Conv2D and ConvTranspose2D, as matrix products over im2col windows (see ``im2col``).
 
-Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F), and
-X_ij = shifted(x, i, j), the zero-padded input as kernel offset (i, j) reads it,
-an (N*H*W, C) matrix. A group g of offsets stacks its windows side by side,
-X_g = [X_ij ...] (N*H*W, g*C), and its kernels one above the other, K_g (g*C, F)::
+Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F). The input
+is widened once per block of output rows: each pixel side by side with the kw pixels
+its kernel row reads, rows first, so that what kernel row i reads is a contiguous
+matrix X_i (N*Ho*Wo, kw*C) (``im2col.widened``). With K_i = K[i] (kw*C, F)::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_g X_g @ K_g                              (one offset per group when C >= 16)
-    dK_g = X_g^T @ dY                                (X_g recomputed, not kept)
-    dX_g = dY @ K_g^T,  dx[window ij] += dX_ij       (col2im, one offset at a time)
+    Y = sum_i X_i @ K_i                              kh products per block of rows
+    dK_i = X_i^T @ dY                                (X_i recomputed, not kept)
+    dx = dy correlated with K flipped in space, channels swapped: the same products
     db = 1^T dY                                      (column sums, as a product)
+
+The products run on matrices whose rows are ordered (h, n, w); one transposing copy
+brings the result back to NHWC (and adds the bias on the way).
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
@@ -20,7 +22,8 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
     y[window ij] += X @ K_ij^T                       X: (N*H*W, C)
     dX = sum_ij dY_ij @ K_ij     dK_ij = dY_ij^T @ X     dY_ij = shifted(dy, i, j, stride s)
 
-with one product for all kh*kw offsets: K_ij stacked (kh*kw*F, C), the dY_ij side by side.
+the backward pass with one product for all kh*kw offsets: the dY_ij side by side,
+the K_ij stacked (kh*kw*F, C).
 
 Gradients are written into the same ``grads`` arrays at every step.
 """
@@ -74,11 +77,10 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
         k = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh, kw * x.shape[3], f)  # K_i: (kw*C, F)
-        y_rows = _correlate(x, k, self._pads())                               # (Ho*N*Wo, F), rows (h, n, w)
-        y = xp.empty((n, ho, wo, f), dtype=x.dtype)
-        y_rows = y_rows.reshape(ho, n, wo, f).transpose(1, 0, 2, 3)          # back to NHWC, with the bias
+        y_rows = _correlate(x, k, self._pads()).reshape(ho, n, wo, f)        # rows (h, n, w)
         bias = self.params["bias"].astype(x.dtype, copy=False) if "bias" in self.params else 0
-        xp.add(y_rows, bias, out=y)
+        y = xp.empty((n, ho, wo, f), dtype=x.dtype)
+        xp.add(y_rows.transpose(1, 0, 2, 3), bias, out=y)                    # back to NHWC, plus the bias
         self._cache = x
         return y
 
@@ -88,43 +90,46 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = dy.shape
         _, h, w, c = x.shape
-        top, bottom, left, right = pads = self._pads()
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        dy_rows = scratch("dy rows", (ho, n, wo, f), dy.dtype, xp)            # dy with rows (h, n, w)
-        dy_rows[...] = dy.transpose(1, 0, 2, 3)
-        dy_rows = dy_rows.reshape(-1, f)                                      # (Ho*N*Wo, F)
+        dy_rows = scratch("dy rows", (ho, n * wo, f), dy.dtype, xp)           # rows (h, n, w)
+        dy_rows.reshape(ho, n, wo, f)[...] = dy.transpose(1, 0, 2, 3)
         if "bias" in self.params:
-            self._store_grad("bias", _column_sums(dy_rows, self._grad_buffer("bias", dy.dtype)))
+            self._store_grad("bias", _column_sums(dy_rows.reshape(-1, f), self._grad_buffer("bias", dy.dtype)))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
-        dk = dkernel.reshape(kh, kw * c, f)
-        dy_blocks = dy_rows.reshape(ho, n * wo, f)
-        for rows, xw in widened(x, kh, kw, pads):                            # X_i again, block by block
-            dyb = dy_blocks[rows].reshape(-1, f)
+        dk = dkernel.reshape(kh, kw * c, f)                                   # dK_i: (kw*C, F)
+        for rows, xw in widened(x, kh, kw, self._pads()):                    # X_i again, block by block
+            dyb = dy_rows[rows].reshape(-1, f)
+            r = rows.stop - rows.start
             for i in range(kh):
-                xi = xw[i : i + rows.stop - rows.start].reshape(-1, kw * c)
+                xi = xw[i : i + r].reshape(-1, kw * c)
                 if rows.start == 0:
-                    xp.matmul(xi.T, dyb, out=dk[i])                           # dK_i = X_i^T dY
+                    xp.matmul(xi.T, dyb, out=dk[i])                           # dK_i = X_i^T dY, first block
                 else:
-                    dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))   # summed over blocks
+                    dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
         self._store_grad("kernel", dkernel)
 
-        # dx: dy correlated with the kernel flipped in space, channels swapped, padded so
-        # that the output has x's size: K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f]. Row i of
-        # it, (kw*F, C), is the transpose of flipped[i] (C, kw*F): a copy of whole rows of
-        # F floats (an element-wise transpose of the kernel would cost as much as the
-        # layer's products at the bottom of the U-Net), which the product reads transposed.
+        # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
+        # it comes out x's size. The product needs row i of K' as (kw*F, C): it reads the
+        # transpose of flipped[i] (C, kw*F), a copy of whole rows of F floats (an
+        # element-wise transpose of the kernel costs as much as the layer's products at
+        # the bottom of the U-Net).
         flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-        top_, left_ = kh - 1 - top, kw - 1 - left
-        dx_rows = _correlate(dy, flipped.transpose(0, 2, 1), (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_))
+        dx_rows = _correlate(dy, flipped.transpose(0, 2, 1), self._input_gradient_pads(h, w, ho, wo))
         return xp.ascontiguousarray(dx_rows.reshape(h, n, w, c).transpose(1, 0, 2, 3))
+
+    def _input_gradient_pads(self, h, w, ho, wo):
+        """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
+        kh - 1 - top rows on top, and what makes Ho + top' + bottom' = H + kh - 1."""
+        (kh, kw), (top, _, left, _) = self.kernel_size, self._pads()
+        top_, left_ = kh - 1 - top, kw - 1 - left
+        return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
 
 
 def _correlate(x, k, pads):
-    """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], returned as an
-    (Ho*N*Wo, F) matrix whose rows run (h, n, w). k (kh, kw*C, F) holds the kernel rows
-    K_i; per block of output rows, one product per kernel row: Y = sum_i X_i @ K_i,
-    X_i = xw[i : i + rows], a contiguous block, so a matrix without a copy."""
+    """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f] as an (Ho*N*Wo, F)
+    matrix with rows (h, n, w) (a scratch array: valid until the next call). k (kh, kw*C, F)
+    holds the kernel rows K_i; per block of output rows, Y = sum_i X_i @ K_i."""
     xp = get_array_module(x)
     kh, kwc, f = k.shape
     n, h, w, c = x.shape

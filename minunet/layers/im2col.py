@@ -1,24 +1,25 @@
-"""The input as kernel offsets see it: im2col a few offsets at a time.
+"""The input as kernel offsets see it: im2col with slices.
 
-A kh x kw convolution is a sum of kh*kw shifted 1x1 convolutions. For kernel
-offset (i, j), every output pixel reads the input pixel (s*y + i, s*x + j) of the
-zero-padded input, so the whole layer is::
+A kh x kw convolution is a sum of kh*kw shifted 1x1 convolutions. For kernel offset
+(i, j), every output pixel reads the input pixel (s*y + i, s*x + j) of the zero-padded
+input, so the whole layer is::
 
     Y = sum_ij shifted(x, i, j) @ K[i, j]          shifted(x, i, j): (N*Ho*Wo, C)
 
-``shifted`` copies that strided window into a (N, Ho, Wo, C) buffer: a copy of rows
-that are contiguous in the input (W*C floats), so it runs at memory speed. The
-layers stack g windows side by side, im2col for a group of g offsets, and make one
-product per group: ``offset_groups`` picks g. The full (N*Ho*Wo, kh*kw*C) matrix is
-built only when C is tiny, and the layers recompute the windows in the backward
-pass instead of keeping nine copies of their input.
+``shifted`` copies that strided window into an (N, Ho, Wo, C) buffer (rows of W*C
+floats, contiguous in the input, so at memory speed); ``add_shifted`` is its adjoint
+(col2im, one offset): it adds a block back where it came from. The transposed
+convolution and the pooling layers use them.
 
-The padding is never built either: ``span`` gives, per offset, the outputs that read
-real pixels and the input rows they read; the buffer's other rows and columns are
-zeroed. The adjoint (col2im) adds a block back where it came from:
-``dx[:, rows_in, cols_in] += block[:, rows_out, cols_out]``. Loops run over the kh*kw
-offsets, never over pixels or over the batch, and use only slicing: the same code on
-NumPy and CuPy.
+Conv2D uses ``widened``: the kw windows of one kernel row side by side, laid out rows
+first, so that the kh kernel rows read kh contiguous blocks of one buffer. That is kw
+window copies and kh products with kw*C columns, instead of kh*kw of each, and it is
+built a block of output rows at a time, small enough to stay in cache.
+
+The padding is never built: ``span`` gives, per offset, the outputs that read real
+pixels and the input rows they read; the other rows and columns of a buffer are
+zeroed. Loops run over kernel offsets and blocks of rows, never over pixels or over
+the batch, and use only slicing: the same code on NumPy and CuPy.
 """
 from ..backend import get_array_module
 from .scratch import scratch
