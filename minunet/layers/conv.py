@@ -77,10 +77,8 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
         k = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh, kw * x.shape[3], f)  # K_i: (kw*C, F)
-        y_rows = _correlate(x, k, self._pads()).reshape(ho, n, wo, f)        # rows (h, n, w)
         bias = self.params["bias"].astype(x.dtype, copy=False) if "bias" in self.params else 0
-        y = xp.empty((n, ho, wo, f), dtype=x.dtype)
-        xp.add(y_rows.transpose(1, 0, 2, 3), bias, out=y)                    # back to NHWC, plus the bias
+        y = _correlate(x, k, self._pads(), xp.empty((n, ho, wo, f), dtype=x.dtype), bias)
         self._cache = x
         return y
 
@@ -115,8 +113,8 @@ class Conv2D(Layer):
         # element-wise transpose of the kernel costs as much as the layer's products at
         # the bottom of the U-Net).
         flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-        dx_rows = _correlate(dy, flipped.transpose(0, 2, 1), self._input_gradient_pads(h, w, ho, wo))
-        return xp.ascontiguousarray(dx_rows.reshape(h, n, w, c).transpose(1, 0, 2, 3))
+        dx = xp.empty(x.shape, dtype=dy.dtype)
+        return _correlate(dy, flipped.transpose(0, 2, 1), self._input_gradient_pads(h, w, ho, wo), dx)
 
     def _input_gradient_pads(self, h, w, ho, wo):
         """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
@@ -126,24 +124,23 @@ class Conv2D(Layer):
         return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
 
 
-def _correlate(x, k, pads):
-    """y[n, h, w, f] = sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f] as an (Ho*N*Wo, F)
-    matrix with rows (h, n, w) (a scratch array: valid until the next call). k (kh, kw*C, F)
-    holds the kernel rows K_i; per block of output rows, Y = sum_i X_i @ K_i."""
+def _correlate(x, k, pads, out, bias=0):
+    """out[n, h, w, f] = bias[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], with
+    k (kh, kw*C, F) holding the kernel rows K_i. Per block of output rows, Y = sum_i X_i @ K_i
+    as a matrix whose rows run (h, n, w), then copied into out's NHWC block (with the bias)
+    while it is still in cache. Returns out."""
     xp = get_array_module(x)
     kh, kwc, f = k.shape
-    n, h, w, c = x.shape
-    top, bottom, left, right = pads
-    ho, wo = h + top + bottom - kh + 1, w + left + right - kwc // c + 1
-    y = scratch("correlation", (ho, n * wo, f), x.dtype, xp)
-    for rows, xw in widened(x, kh, kwc // c, pads):
-        yb = y[rows].reshape(-1, f)                                            # (rows*N*Wo, F)
+    n, _, wo, _ = out.shape
+    for rows, xw in widened(x, kh, kwc // x.shape[3], pads):
         r = rows.stop - rows.start
-        xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=yb)
-        product = scratch("product", yb.shape, x.dtype, xp)
+        y = scratch("correlation", (r * n * wo, f), x.dtype, xp)              # (rows*N*Wo, F)
+        xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=y)
+        product = scratch("product", y.shape, x.dtype, xp)
         for i in range(1, kh):
-            yb += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product)
-    return y.reshape(-1, f)
+            y += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product)
+        xp.add(y.reshape(r, n, wo, f).transpose(1, 0, 2, 3), bias, out=out[:, rows])   # back to NHWC
+    return out
 
 
 def _column_sums(a, out):
