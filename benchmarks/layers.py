@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
-
+from minunet.layers.im2col import widened
 
 
 def blas_info():
@@ -38,30 +38,39 @@ def median_time(fn, repeat):
 
 
 def matmul_time(layer, x, dy, repeat):
-    """Time of the matrix products alone that the layer performs (same shapes, same data):
-    per kernel offset, the forward product and the two backward ones."""
+    """Time of the matrix products alone that the layer performs (same shapes, same data,
+    same blocks): the forward products and the two backward ones."""
     layer.forward(x)
     if isinstance(layer, Conv2D):
-        from minunet.layers.im2col import shifted
-
         kh, kw = layer.kernel_size
-        windows = [shifted(x, i, j, np.empty_like(x), ((kh - 1) // 2, (kw - 1) // 2)).reshape(-1, layer.in_channels)
-                   for i in range(kh) for j in range(kw)]                      # X_ij, as the layer computes them
-        k = layer.params["kernel"].reshape(kh * kw, layer.in_channels, layer.filters)
-        dy2 = dy.reshape(-1, layer.filters)
+        n, h, w, c = x.shape
+        f = layer.filters
+        k = layer.params["kernel"].reshape(kh, kw * c, f)
+        flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
+        dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(h, n * w, f)
+        x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)   # as the layer makes them
+                    for rows, xw in widened(x, kh, kw, layer._pads())]
+        dy_blocks = [(dw.copy(), rows.stop - rows.start)
+                     for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, h, w))]
 
         def products():
-            for o, window in enumerate(windows):
-                window @ k[o], window.T @ dy2, dy2 @ k[o].T
+            for xw, dyb, r in x_blocks:
+                for i in range(kh):
+                    xi = xw[i : i + r].reshape(-1, kw * c)
+                    xi @ k[i], xi.T @ dyb                        # Y += X_i K_i, dK_i = X_i^T dY
+            for dw, r in dy_blocks:
+                for i in range(kh):
+                    dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T   # dX += D_i K'_i
         return median_time(products, repeat)[0]
     if isinstance(layer, ConvTranspose2D):
         x2, _ = layer._cache                                     # (N*H*W, C)
         k = layer.params["kernel"].reshape(-1, layer.filters, layer.in_channels)
-        d = np.empty((x2.shape[0], layer.filters), np.float32)
+        dz = np.empty((x2.shape[0], k.shape[0] * layer.filters), np.float32)   # the dY_ij side by side
 
         def products():
             for o in range(len(k)):
-                x2 @ k[o].T, d.T @ x2, d @ k[o]
+                x2 @ k[o].T
+            dz @ k.reshape(-1, layer.in_channels), dz.T @ x2
         return median_time(products, repeat)[0]
     return 0.0
 
