@@ -2,7 +2,7 @@
 and Keras on the same architecture, in the same run.
 
     python benchmarks/bench.py                       # depth 5, 128x128, batch 8, base 8,16,32,64
-    python benchmarks/bench.py --base 16,64 --compare torch,keras --breakdown
+    python benchmarks/bench.py --base 16,64 --compare torch,keras --rounds 3 --breakdown
     python benchmarks/bench.py --unset-openblas      # also rerun with OPENBLAS_* removed
     python benchmarks/bench.py --backend cupy        # minunet on a GPU
 
@@ -10,7 +10,9 @@ A training step is forward + softmax cross-entropy + backward + Adam; inference 
 forward pass and the softmax. Each (framework, base, mode) runs in its own process, so
 the peak resident memory reported (VmHWM) is that of the step alone, plus the
 interpreter and the framework's import. Times are the median (and min..max) of --repeat runs after
---warmup runs. Not a test: the numbers belong to the machine.
+--warmup runs; with --rounds R every framework runs R times, taking turns, and the median is
+over all R * repeat steps (on a shared machine a slow spell then falls on every framework).
+Not a test: the numbers belong to the machine.
 """
 import argparse
 import json
@@ -256,10 +258,21 @@ def peak_memory_mib():
 def run_worker(framework, base, mode, args):
     cmd = [sys.executable, __file__, "--worker", f"{framework}:{base}:{mode}", "--repeat", str(args.repeat),
            "--warmup", str(args.warmup), "--backend", args.backend]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarize(runs):
+    """One result from the rounds' worker runs: median (min..max) over all their timed
+    steps, the largest peak memory, the parts of the first run."""
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"error": errors[0]}
+    times = [t for r in runs for t in r["times"]]
+    return {"median": float(np.median(times)), "min": min(times), "max": max(times),
+            "peak_mib": max(r["peak_mib"] for r in runs), "parts": runs[0]["parts"]}
 
 
 def available(framework):
@@ -278,6 +291,7 @@ def main():
     parser.add_argument("--compare", default="", help="also time these: torch,keras")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="run every framework this many times, in turns")
     parser.add_argument("--breakdown", action="store_true", help="minunet's time per part of the step")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--unset-openblas", action="store_true", help="then rerun with OPENBLAS_* removed")
@@ -288,12 +302,12 @@ def main():
         framework, base, mode = args.worker.split(":")
         times, parts = WORKERS[framework](int(base), mode, args)
         peak = peak_memory_mib()
-        print(json.dumps({"median": float(np.median(times)), "min": min(times), "max": max(times),
-                          "peak_mib": peak, "parts": parts}))
+        print(json.dumps({"times": times, "peak_mib": peak, "parts": parts}))
         return
 
     frameworks = ["minunet"] + [f for f in args.compare.split(",") if f]
-    print(f"U-Net depth {DEPTH}, {SIZE}x{SIZE}, batch {N}, float32; median (min..max) of {args.repeat} after {args.warmup} warm-up")
+    print(f"U-Net depth {DEPTH}, {SIZE}x{SIZE}, batch {N}, float32; median (min..max) of {args.rounds} x {args.repeat} "
+          f"steps after {args.warmup} warm-up")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numpy {np.__version__}; BLAS: {blas_info()}")
     print("OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)") + "  OPENBLAS_L2_SIZE="
           + os.environ.get("OPENBLAS_L2_SIZE", "(unset)") + f"; matrix product (131072x576 @ 576x64): {gemm_rate():.0f} GFLOP/s")
@@ -306,8 +320,13 @@ def main():
     results = {}
     for base in [int(b) for b in args.base.split(",")]:
         flops = conv_flops(DEPTH, base) / 1e9
+        runs = {f: ([], []) for f in frameworks}
+        for _ in range(args.rounds):             # frameworks take turns: a slow spell of the machine
+            for f in frameworks:                 # falls on all of them, not on one
+                runs[f][0].append(run_worker(f, base, "train", args))
+                runs[f][1].append(run_worker(f, base, "infer", args))
         for f in frameworks:
-            tr, inf = run_worker(f, base, "train", args), run_worker(f, base, "infer", args)
+            tr, inf = summarize(runs[f][0]), summarize(runs[f][1])
             results[(base, f)] = (tr, inf)
             if "error" in tr or "error" in inf:
                 print(f"{base:>4} {flops:>6.1f} {f:<9} error: {tr.get('error') or inf.get('error')}")
@@ -322,7 +341,7 @@ def main():
                       f"inference {results[(base, 'minunet')][1]['median'] / other[1]['median']:.2f}x, "
                       f"memory {ref['peak_mib'] / other[0]['peak_mib']:.2f}x")
         if args.breakdown:
-            timed_parts = run_worker("minunet", base, "parts", args)
+            timed_parts = summarize([run_worker("minunet", base, "parts", args)])
             parts = timed_parts.get("parts", {})
             print(f"{'':>11} minunet step by part (base {base}; a separate run with timers, {timed_parts.get('median', 0):.3f} s a step):")
             for name, secs in sorted(((k, v) for k, v in parts.items() if not k.startswith(" ")), key=lambda kv: -kv[1]):
