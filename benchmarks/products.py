@@ -1,0 +1,91 @@
+"""The floor under minunet's convolutions: the time of their matrix products alone.
+
+For every 3x3 Conv2D of the depth-5 U-Net (128x128, batch 8), the products the layer makes
+(Y += X_i K_i, dK_i = X_i^T dY, dX += D_i K'_i, on the same widened blocks), timed with
+the blocks prepared beforehand: no window copies, no accumulation, no layout transposes.
+Whatever the rest of the layer does can only add to this. Best of --repeat runs.
+
+Run: python benchmarks/products.py [--base 16] [--repeat 7]
+Not a test: the numbers belong to the machine.
+"""
+import argparse
+import time
+
+import numpy as np
+
+from minunet.layers import Conv2D
+from minunet.layers.im2col import widened
+
+N, SIZE, DEPTH = 8, 128, 5
+
+
+def conv_shapes(base):
+    """(H, C, F) of every 3x3 convolution, encoder, bridge, decoder."""
+    shapes, c, h = [], 1, SIZE
+    for k in range(DEPTH):
+        f = base * 2**k
+        shapes += [(h, c, f), (h, f, f)]
+        c, h = f, h // 2
+    f = base * 2**DEPTH
+    shapes += [(h, c, f), (h, f, f)]
+    for k in reversed(range(DEPTH)):
+        f, h = base * 2**k, h * 2
+        shapes += [(h, 2 * f, f), (h, f, f)]
+    return shapes
+
+
+def best_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def products_time(h, c, f, repeat, rng):
+    """(forward, backward) seconds of one layer's products."""
+    x = rng.standard_normal((N, h, h, c)).astype(np.float32)
+    dy = rng.standard_normal((N, h, h, f)).astype(np.float32)
+    layer = Conv2D(c, f, 3, rng=0)
+    kh = kw = 3
+    k = layer.params["kernel"].reshape(kh, kw * c, f)
+    flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
+    dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(h, N * h, f)
+    x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)
+                for rows, xw in widened(x, kh, kw, layer._pads())]
+    dy_blocks = [(dw.copy(), rows.stop - rows.start)
+                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, h, h, h))]
+
+    def forward():
+        for xw, _, r in x_blocks:
+            for i in range(kh):
+                xw[i : i + r].reshape(-1, kw * c) @ k[i]
+
+    def backward():
+        for xw, dyb, r in x_blocks:
+            for i in range(kh):
+                xw[i : i + r].reshape(-1, kw * c).T @ dyb
+        for dw, r in dy_blocks:
+            for i in range(kh):
+                dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T
+
+    return best_time(forward, repeat), best_time(backward, repeat)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    times = [products_time(h, c, f, args.repeat, rng) for h, c, f in conv_shapes(args.base)]
+    fwd, bwd = sum(t[0] for t in times), sum(t[1] for t in times)
+    print(f"depth {DEPTH}, base {args.base}, {SIZE}x{SIZE}, batch {N}: the 3x3 convolutions' products alone take "
+          f"{1e3 * fwd:.0f} ms forward (inference) and {1e3 * (fwd + bwd):.0f} ms for a training step "
+          f"(best of {args.repeat})")
+
+
+if __name__ == "__main__":
+    main()
