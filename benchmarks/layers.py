@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
-from minunet.layers.im2col import widened
+from products import conv_products  # benchmarks/products.py, beside this file
 
 
 def blas_info():
@@ -42,26 +42,8 @@ def matmul_time(layer, x, dy, repeat):
     same blocks): the forward products and the two backward ones."""
     layer.forward(x)
     if isinstance(layer, Conv2D):
-        kh, kw = layer.kernel_size
-        n, h, w, c = x.shape
-        f = layer.filters
-        k = layer.params["kernel"].reshape(kh, kw * c, f)
-        flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-        dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(h, n * w, f)
-        x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)   # as the layer makes them
-                    for rows, xw in widened(x, kh, kw, layer._pads())]
-        dy_blocks = [(dw.copy(), rows.stop - rows.start)
-                     for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, h, w))]
-
-        def products():
-            for xw, dyb, r in x_blocks:
-                for i in range(kh):
-                    xi = xw[i : i + r].reshape(-1, kw * c)
-                    xi @ k[i], xi.T @ dyb                        # Y += X_i K_i, dK_i = X_i^T dY
-            for dw, r in dy_blocks:
-                for i in range(kh):
-                    dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T   # dX += D_i K'_i
-        return median_time(products, repeat)[0]
+        forward, backward = conv_products(layer, x, dy)
+        return median_time(lambda: (forward(), backward()), repeat)[0]
     if isinstance(layer, ConvTranspose2D):
         x2, _ = layer._cache                                     # (N*H*W, C)
         k = layer.params["kernel"].reshape(-1, layer.filters, layer.in_channels)

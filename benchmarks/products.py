@@ -44,33 +44,41 @@ def best_time(fn, repeat):
     return min(times)
 
 
-def products_time(h, c, f, repeat, rng):
-    """(forward, backward) seconds of one layer's products."""
-    x = rng.standard_normal((N, h, h, c)).astype(np.float32)
-    dy = rng.standard_normal((N, h, h, f)).astype(np.float32)
-    layer = Conv2D(c, f, 3, rng=0)
-    kh = kw = 3
+def conv_products(layer, x, dy):
+    """(forward, backward): two functions that repeat the products ``layer`` (a Conv2D) makes
+    on (x, dy), on widened blocks prepared beforehand as the layer prepares them."""
+    n, h, w, c = x.shape
+    (kh, kw), f = layer.kernel_size, layer.filters
     k = layer.params["kernel"].reshape(kh, kw * c, f)
     flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-    dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(h, N * h, f)
+    ho, wo = dy.shape[1:3]
+    dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(ho, n * wo, f)
     x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)
                 for rows, xw in widened(x, kh, kw, layer._pads())]
     dy_blocks = [(dw.copy(), rows.stop - rows.start)
-                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, h, h, h))]
+                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, ho, wo))]
 
     def forward():
         for xw, _, r in x_blocks:
             for i in range(kh):
-                xw[i : i + r].reshape(-1, kw * c) @ k[i]
+                xw[i : i + r].reshape(-1, kw * c) @ k[i]                 # Y += X_i K_i
 
     def backward():
         for xw, dyb, r in x_blocks:
             for i in range(kh):
-                xw[i : i + r].reshape(-1, kw * c).T @ dyb
+                xw[i : i + r].reshape(-1, kw * c).T @ dyb                # dK_i = X_i^T dY
         for dw, r in dy_blocks:
             for i in range(kh):
-                dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T
+                dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T         # dX += D_i K'_i
 
+    return forward, backward
+
+
+def products_time(h, c, f, repeat, rng):
+    """(forward, backward) seconds of one layer's products."""
+    x = rng.standard_normal((N, h, h, c)).astype(np.float32)
+    dy = rng.standard_normal((N, h, h, f)).astype(np.float32)
+    forward, backward = conv_products(Conv2D(c, f, 3, rng=0), x, dy)
     return best_time(forward, repeat), best_time(backward, repeat)
 
 
