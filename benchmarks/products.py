@@ -54,9 +54,9 @@ def conv_products(layer, x, dy):
     ho, wo = dy.shape[1:3]
     dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(ho, n * wo, f)
     x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)
-                for rows, xw in widened(x, kh, kw, layer._pads())]
+                for rows, xw in widened(x, kh, kw, layer._pads(), f)]
     dy_blocks = [(dw.copy(), rows.stop - rows.start)
-                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, ho, wo))]
+                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, ho, wo), c)]
 
     def forward():
         for xw, _, r in x_blocks:

@@ -89,16 +89,16 @@ class Conv2D(Layer):
         n, ho, wo, f = dy.shape
         _, h, w, c = x.shape
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        dy_rows = scratch("dy rows", (ho, n * wo, f), dy.dtype, xp)           # rows (h, n, w)
-        dy_rows.reshape(ho, n, wo, f)[...] = dy.transpose(1, 0, 2, 3)
         if "bias" in self.params:
-            self._store_grad("bias", _column_sums(dy_rows.reshape(-1, f), self._grad_buffer("bias", dy.dtype)))
+            self._store_grad("bias", _column_sums(dy.reshape(-1, f), self._grad_buffer("bias", dy.dtype)))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
         dk = dkernel.reshape(kh, kw * c, f)                                   # dK_i: (kw*C, F)
-        for rows, xw in widened(x, kh, kw, self._pads()):                    # X_i again, block by block
-            dyb = dy_rows[rows].reshape(-1, f)
+        for rows, xw in widened(x, kh, kw, self._pads(), f):                 # X_i again, block by block
             r = rows.stop - rows.start
+            dyb = scratch("dy block", (r, n, wo, f), dy.dtype, xp)            # dY, rows (h, n, w)
+            dyb[...] = dy[:, rows].transpose(1, 0, 2, 3)
+            dyb = dyb.reshape(-1, f)
             for i in range(kh):
                 xi = xw[i : i + r].reshape(-1, kw * c)
                 if rows.start == 0:
@@ -132,7 +132,7 @@ def _correlate(x, k, pads, out, bias=0):
     xp = get_array_module(x)
     kh, kwc, f = k.shape
     n, _, wo, _ = out.shape
-    for rows, xw in widened(x, kh, kwc // x.shape[3], pads):
+    for rows, xw in widened(x, kh, kwc // x.shape[3], pads, f):
         r = rows.stop - rows.start
         y = scratch("correlation", (r * n * wo, f), x.dtype, xp)              # (rows*N*Wo, F)
         xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=y)

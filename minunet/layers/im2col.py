@@ -71,7 +71,7 @@ def add_shifted(dx, block, i, j, pads=(0, 0), stride=1):
 BLOCK_BYTES = 8 << 20
 
 
-def widened(x, kh, kw, pads):
+def widened(x, kh, kw, pads, out_channels):
     """im2col along the width, rows first, a block of output rows at a time.
 
     For x (N, H, W, C) zero-padded by pads = (top, bottom, left, right), output rows
@@ -82,15 +82,16 @@ def widened(x, kh, kw, pads):
 
     each pixel beside the kw pixels its kernel row reads. Rows come first so that what
     kernel row i reads for the block, xw[i : i + len(rows)], is one contiguous block: an
-    (len(rows)*N*Wo, kw*C) matrix without a copy. A block is about BLOCK_BYTES, so it
-    stays in the processor's cache while the products read it kh times; one scratch
+    (len(rows)*N*Wo, kw*C) matrix without a copy. A block, and the block of the output
+    it makes (``out_channels`` per pixel), are at most about BLOCK_BYTES, so they stay
+    in the processor's cache while the products read the block kh times; one scratch
     buffer serves every block. kw window copies per block, not kh*kw.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
     n, h, w, c = x.shape
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
-    row_bytes = n * wo * kw * c * x.itemsize
+    row_bytes = n * wo * max(kw * c, out_channels) * x.itemsize
     block = max(1, min(ho, BLOCK_BYTES // row_bytes - (kh - 1)))
     buffer = scratch("widened", (block + kh - 1, n, wo, kw * c), x.dtype, xp)
     src = x.transpose(1, 0, 2, 3)                            # (H, N, W, C), a view
