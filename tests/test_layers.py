@@ -219,6 +219,18 @@ def test_layers_reuse_gradient_arrays_and_never_return_scratch():
     np.testing.assert_allclose(kernel_grad, 2 * first, rtol=1e-6)
 
 
+def test_scratch_reuses_one_buffer_per_name_and_dtype():
+    from minunet.layers.scratch import scratch
+
+    a = scratch("test", (4, 5), np.float32, np)
+    b = scratch("test", (2, 3), np.float32, np)                # smaller: a view of the same memory
+    assert np.shares_memory(a, b) and b.shape == (2, 3)
+    assert not np.shares_memory(a, scratch("test", (4, 5), np.float64, np))   # another dtype, another buffer
+    c = scratch("test", (10, 10), np.float32, np)              # larger: a new buffer
+    assert c.shape == (10, 10) and not np.shares_memory(a, c)
+    assert np.shares_memory(c, scratch("test", (4, 5), np.float32, np))
+
+
 def test_conv_transpose_is_the_adjoint_of_the_strided_conv():
     """<convT(x), y> = <x, conv_s(y)>: the transposed conv is the adjoint of a stride-2 conv."""
     rng = np.random.default_rng(0)
