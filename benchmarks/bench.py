@@ -124,6 +124,7 @@ def worker_minunet(base, mode, args):
 
         conv_module.widened = timed_generator("widened windows (im2col copies)", conv_module.widened)
         conv_module._correlate = timed_in_phase("correlations (products + im2col)", conv_module._correlate)
+        conv_module._kernel_gradient = timed_in_phase("weight gradient (products + im2col)", conv_module._kernel_gradient)
         Conv2D.forward = timed("Conv2D forward", Conv2D.forward, sets_phase=True)
         Conv2D.backward = timed("Conv2D backward", Conv2D.backward, sets_phase=True)
         for cls in (ConvTranspose2D, MaxPool2D, UpSampling2D, ReLU, Concatenate):

@@ -93,19 +93,7 @@ class Conv2D(Layer):
             self._store_grad("bias", _column_sums(dy.reshape(-1, f), self._grad_buffer("bias", dy.dtype)))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
-        dk = dkernel.reshape(kh, kw * c, f)                                   # dK_i: (kw*C, F)
-        for rows, xw in widened(x, kh, kw, self._pads(), f):                 # X_i again, block by block
-            r = rows.stop - rows.start
-            dyb = scratch("dy block", (r, n, wo, f), dy.dtype, xp)            # dY, rows (h, n, w)
-            dyb[...] = dy[:, rows].transpose(1, 0, 2, 3)
-            dyb = dyb.reshape(-1, f)
-            for i in range(kh):
-                xi = xw[i : i + r].reshape(-1, kw * c)
-                if rows.start == 0:
-                    xp.matmul(xi.T, dyb, out=dk[i])                           # dK_i = X_i^T dY, first block
-                else:
-                    dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
-        self._store_grad("kernel", dkernel)
+        self._store_grad("kernel", _kernel_gradient(x, dy, self._pads(), dkernel))
 
         # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
         # it comes out x's size. The product needs row i of K' as (kw*F, C): it reads the
@@ -140,6 +128,28 @@ def _correlate(x, k, pads, out, bias=0):
         for i in range(1, kh):
             y += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product)
         xp.add(y.reshape(r, n, wo, f).transpose(1, 0, 2, 3), bias, out=out[:, rows])   # back to NHWC
+    return out
+
+
+def _kernel_gradient(x, dy, pads, out):
+    """out (kh, kw, C, F) = dL/dK: dK_i = X_i^T dY, block by block of output rows, with X_i
+    widened again from x (not kept since the forward pass) and dY brought to the same
+    row order (h, n, w) a block at a time. Returns out."""
+    xp = get_array_module(x)
+    kh, kw, c, f = out.shape
+    n, _, wo, _ = dy.shape
+    dk = out.reshape(kh, kw * c, f)                                           # dK_i: (kw*C, F)
+    for rows, xw in widened(x, kh, kw, pads, f):
+        r = rows.stop - rows.start
+        dyb = scratch("dy block", (r, n, wo, f), dy.dtype, xp)
+        dyb[...] = dy[:, rows].transpose(1, 0, 2, 3)
+        dyb = dyb.reshape(-1, f)                                              # (rows*N*Wo, F)
+        for i in range(kh):
+            xi = xw[i : i + r].reshape(-1, kw * c)
+            if rows.start == 0:
+                xp.matmul(xi.T, dyb, out=dk[i])                               # the first block
+            else:                                                             # the others add on
+                dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
     return out
 
 

@@ -9,7 +9,7 @@ input, so the whole layer is::
 ``shifted`` copies that strided window into an (N, Ho, Wo, C) buffer (rows of W*C
 floats, contiguous in the input, so at memory speed); ``add_shifted`` is its adjoint
 (col2im, one offset): it adds a block back where it came from. The transposed
-convolution and the pooling layers use them.
+convolution uses them, and the pooling layers ``strided``.
 
 Conv2D uses ``widened``: the kw windows of one kernel row side by side, laid out rows
 first, so that the kh kernel rows read kh contiguous blocks of one buffer. That is kw
