@@ -98,11 +98,8 @@ def widened(x, kh, kw, pads, out_channels):
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
         xw = buffer[: rows.stop - start + kh - 1]
-        lo, hi = max(start - top, 0), min(rows.stop + kh - 1 - top, h)    # the input rows it reads
-        if hi <= lo:
-            xw[...] = 0
-            yield rows, xw
-            continue
+        # the real input rows it reads: at least one, as no padding is a kernel high
+        lo, hi = max(start - top, 0), min(rows.stop + kh - 1 - top, h)
         xw[: lo + top - start] = 0                           # rows of padding
         xw[hi + top - start :] = 0
         for j in range(kw):
