@@ -86,7 +86,7 @@ class Conv2D(Layer):
         x = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
-        n, ho, wo, f = dy.shape
+        _, ho, wo, f = dy.shape
         _, h, w, c = x.shape
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
         if "bias" in self.params:

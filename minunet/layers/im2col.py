@@ -24,6 +24,8 @@ the batch, and use only slicing: the same code on NumPy and CuPy.
 from ..backend import get_array_module
 from .scratch import scratch
 
+BLOCK_BYTES = 8 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
+
 
 def strided(i, n, stride=1):
     """The slice i, i + s, ..., i + s*(n - 1): what offset i of n windows with step s reads."""
@@ -40,12 +42,12 @@ def span(i, pad, size, n_out, stride=1):
     return slice(lo, hi), strided(stride * lo + i - pad, hi - lo, stride)
 
 
-def shifted(x, i, j, out, pads=(0, 0), stride=1):
-    """Fill ``out`` (N, Ho, Wo, C) with what kernel offset (i, j) reads from x (N, H, W, C)
-    zero-padded by ``pads`` = (top, left): out[n, y, x] = xpad[n, s*y + i, s*x + j]."""
+def shifted(x, i, j, out, stride=1):
+    """Fill ``out`` (N, Ho, Wo, C) with what kernel offset (i, j) reads from x (N, H, W, C):
+    out[n, y, x] = x[n, s*y + i, s*x + j], zero where that lies outside x."""
     _, h, w, _ = x.shape
     _, ho, wo, _ = out.shape
-    rows, cols = span(i, pads[0], h, ho, stride), span(j, pads[1], w, wo, stride)
+    rows, cols = span(i, 0, h, ho, stride), span(j, 0, w, wo, stride)
     if rows is None or cols is None:
         out[...] = 0
         return out
@@ -57,18 +59,15 @@ def shifted(x, i, j, out, pads=(0, 0), stride=1):
     return out
 
 
-def add_shifted(dx, block, i, j, pads=(0, 0), stride=1):
-    """The adjoint of ``shifted`` (col2im, one offset): dx[n, s*y + i - top, s*x + j - left]
-    += block[n, y, x] wherever that pixel is a real one, not padding."""
+def add_shifted(dx, block, i, j, stride=1):
+    """The adjoint of ``shifted`` (col2im, one offset): dx[n, s*y + i, s*x + j] += block[n, y, x]
+    wherever that pixel lies inside dx."""
     _, h, w, _ = dx.shape
     _, ho, wo, _ = block.shape
-    rows, cols = span(i, pads[0], h, ho, stride), span(j, pads[1], w, wo, stride)
+    rows, cols = span(i, 0, h, ho, stride), span(j, 0, w, wo, stride)
     if rows is not None and cols is not None:
         dx[:, rows[1], cols[1]] += block[:, rows[0], cols[0]]
     return dx
-
-
-BLOCK_BYTES = 8 << 20
 
 
 def widened(x, kh, kw, pads, out_channels):
