@@ -1,7 +1,7 @@
 """The floor under minunet's convolutions: the time of their matrix products alone.
 
 For every 3x3 Conv2D of the depth-5 U-Net (128x128, batch 8), the products the layer makes
-(Y += X_i K_i, dK_i = X_i^T dY, dX += D_i K'_i, on the same widened blocks), timed with
+(Y += K_i^T X_i, dK_i = X_i dY^T, dX += K'_i^T D_i, on the same widened blocks), timed with
 the blocks prepared beforehand: no window copies, no accumulation, no layout transposes.
 Whatever the rest of the layer does can only add to this. Best of --repeat runs.
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from minunet.layers import Conv2D
 from minunet.layers.im2col import widened
+from minunet.layers.layout import planes
 
 N, SIZE, DEPTH = 8, 128, 5
 
@@ -49,27 +50,27 @@ def conv_products(layer, x, dy):
     on (x, dy), on widened blocks prepared beforehand as the layer prepares them."""
     n, h, w, c = x.shape
     (kh, kw), f = layer.kernel_size, layer.filters
-    k = layer.params["kernel"].reshape(kh, kw * c, f)
+    kt = layer.params["kernel"].reshape(kh, kw * c, f).transpose(0, 2, 1)             # K_i^T
     flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
     ho, wo = dy.shape[1:3]
-    dy_rows = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(ho, n * wo, f)
-    x_blocks = [(xw.copy(), dy_rows[rows].reshape(-1, f), rows.stop - rows.start)
-                for rows, xw in widened(x, kh, kw, layer._pads(), f)]
-    dy_blocks = [(dw.copy(), rows.stop - rows.start)
-                 for rows, dw in widened(dy, kh, kw, layer._input_gradient_pads(h, w, ho, wo), c)]
+    dy_planes = np.ascontiguousarray(planes(dy))
+    x_blocks = [(xw.copy(), dy_planes[:, rows].reshape(f, -1).T, (rows.stop - rows.start) * n * wo)
+                for rows, xw in widened(planes(x), kh, kw, layer._pads(), f)]
+    dy_blocks = [(dw.copy(), (rows.stop - rows.start) * n * w)
+                 for rows, dw in widened(dy_planes, kh, kw, layer._input_gradient_pads(h, w, ho, wo), c)]
 
     def forward():
-        for xw, _, r in x_blocks:
+        for xw, _, m in x_blocks:
             for i in range(kh):
-                xw[i : i + r].reshape(-1, kw * c) @ k[i]                 # Y += X_i K_i
+                kt[i] @ xw[:, i * n * wo : i * n * wo + m]                  # Y += K_i^T X_i
 
     def backward():
-        for xw, dyb, r in x_blocks:
+        for xw, dyt, m in x_blocks:
             for i in range(kh):
-                xw[i : i + r].reshape(-1, kw * c).T @ dyb                # dK_i = X_i^T dY
-        for dw, r in dy_blocks:
+                xw[:, i * n * wo : i * n * wo + m] @ dyt                    # dK_i = X_i dY^T
+        for dw, m in dy_blocks:
             for i in range(kh):
-                dw[i : i + r].reshape(-1, kw * f) @ flipped[i].T         # dX += D_i K'_i
+                flipped[i] @ dw[:, i * n * w : i * n * w + m]               # dX += K'_i^T D_i
 
     return forward, backward
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import reference
 from minunet.gradcheck import check_layer, randomize_biases
 from minunet.layers import (Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax,
-                            UpSampling2D, im2col)
+                            UpSampling2D, im2col, layout)
 
 TOL = 1e-6
 F64 = np.float64
@@ -166,11 +166,11 @@ def test_upsampling_equals_loop_reference(spec, size):
 def row_blocks_of_one():
     """Conv2D's widened blocks shrunk to one output row each: every block boundary,
     halo and partial sum of the blocked path runs, even on tiny images."""
-    saved, im2col.BLOCK_BYTES = im2col.BLOCK_BYTES, 1
+    saved, im2col.rows_per_block = im2col.rows_per_block, lambda *sizes: 1
     try:
         yield
     finally:
-        im2col.BLOCK_BYTES = saved
+        im2col.rows_per_block = saved
 
 
 @given(nhwc(max_size=8), st.integers(1, 4), st.sampled_from([(1, 1), (3, 3), (2, 3), (3, 2), (5, 1)]),
@@ -217,6 +217,59 @@ def test_layers_reuse_gradient_arrays_and_never_return_scratch():
     a.backward(2 * np.ones_like(y))
     assert a.grads["kernel"] is kernel_grad                 # the same array, overwritten
     np.testing.assert_allclose(kernel_grad, 2 * first, rtol=1e-6)
+
+
+def stored(x, order):
+    """x (NHWC) with the same values, stored in another memory order: 'C' (a user's batch),
+    'planes' (what minunet's layers make) or 'scrambled' (neither)."""
+    if order == "C":
+        return np.ascontiguousarray(x)
+    if order == "planes":
+        y = layout.empty(x.shape, x.dtype, np)
+    else:
+        y = np.empty((x.shape[2], x.shape[0], x.shape[3], x.shape[1]), x.dtype).transpose(1, 3, 0, 2)
+    y[...] = x
+    return y
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Conv2D(3, 4, 3, dtype=F64, rng=0), lambda: Conv2D(3, 4, (2, 3), "valid", dtype=F64, rng=0),
+    lambda: Conv2D(3, 2, 1, dtype=F64, rng=0), lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0),
+    lambda: ConvTranspose2D(3, 2, 3, 2, dtype=F64, rng=0), lambda: MaxPool2D(2), lambda: UpSampling2D(2),
+    lambda: ReLU()], ids=["conv3x3", "conv2x3-valid", "conv1x1", "convT", "convT-overlap", "maxpool", "upsample", "relu"])
+def test_layers_store_their_outputs_as_planes_and_take_any_memory_order(make):
+    """Every output and input gradient is stored channel-major (its planes contiguous; an
+    element-wise layer keeps the order it is given), and the values never depend on how x
+    and dy are stored: bit for bit the same."""
+    layer = make()
+    x0 = distinct((2, 6, 7, 3), 0)
+    y0 = dx0 = None
+    for x_order in ("C", "planes", "scrambled"):
+        for dy_order in ("C", "planes", "scrambled"):
+            y = layer.forward(stored(x0, x_order))
+            dy = stored(normal(y.shape, 1), dy_order)
+            dx = layer.backward(dy)
+            if not isinstance(layer, ReLU) or x_order == dy_order == "planes":
+                assert layout.planes(y).flags.c_contiguous, (x_order, dy_order)
+                assert layout.planes(dx).flags.c_contiguous, (x_order, dy_order)
+            if y0 is None:
+                y0, dx0, grads0 = y.copy(), dx.copy(), {k: g.copy() for k, g in layer.grads.items()}
+            np.testing.assert_array_equal(y, y0)
+            np.testing.assert_array_equal(dx, dx0)
+            for k, g in grads0.items():
+                np.testing.assert_array_equal(layer.grads[k], g)
+
+
+def test_concatenate_stores_planes_and_splits_dy_into_views():
+    a, b = stored(normal((2, 4, 5, 3), 0), "C"), stored(normal((2, 4, 5, 2), 1), "planes")
+    concat = Concatenate()
+    y = concat.forward([a, b])
+    assert layout.planes(y).flags.c_contiguous
+    np.testing.assert_array_equal(y, np.concatenate([a, b], axis=-1))
+    da, db = concat.backward(y)
+    assert np.shares_memory(da, y) and np.shares_memory(db, y)       # channel ranges of dy: no copies
+    assert layout.planes(db).flags.c_contiguous                       # whole planes
+    np.testing.assert_array_equal(db, b)
 
 
 def test_scratch_reuses_one_buffer_per_name_and_dtype():

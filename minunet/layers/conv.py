@@ -1,35 +1,39 @@
 """Conv2D and ConvTranspose2D, as matrix products over im2col windows (see ``im2col``).
 
+Both work on the channel planes of their NHWC arrays (``layout``): a (C, H*N*W) matrix
+per array, whose columns are the pixels in (h, n, w) order.
+
 Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F). The input
-is widened once per block of output rows: each pixel side by side with the kw pixels
-its kernel row reads, rows first, so that what kernel row i reads is a contiguous
-matrix X_i (N*Ho*Wo, kw*C) (``im2col.widened``). With K_i = K[i] (kw*C, F)::
+is widened once per block of output rows: the kw planes each kernel row reads,
+stacked, so that what kernel row i reads is a range of columns of one matrix,
+X_i (kw*C, N*Ho*Wo) (``im2col.widened``). With K_i = K[i] (kw*C, F)::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_i X_i @ K_i                              kh products per block of rows
-    dK_i = X_i^T @ dY                                (X_i recomputed, not kept)
+    Y = sum_i K_i^T @ X_i                           kh products per block of rows
+    dK_i = X_i @ dY^T                               (X_i recomputed, not kept)
     dx = dy correlated with K flipped in space, channels swapped: the same products
-    db = 1^T dY                                      (column sums, as a product)
+    db = dY @ 1                                     (plane sums, as a product)
 
-The products run on matrices whose rows are ordered (h, n, w); one transposing copy
-brings the result back to NHWC (and adds the bias on the way).
+Y (F, pixels) is the output's planes: each block is written in place, with the bias.
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
 Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
 
     y[n, s*h + i, s*w + j, f] += x[n, h, w, c] K[i, j, f, c]      (+ b[f])
-    y[window ij] += X @ K_ij^T                       X: (N*H*W, C)
-    dX = sum_ij dY_ij @ K_ij     dK_ij = dY_ij^T @ X     dY_ij = shifted(dy, i, j, stride s)
+    y[window ij] += K_ij @ X                         X: (C, N*H*W)
+    dX = sum_ij K_ij^T @ dY_ij     dK_ij = dY_ij @ X^T     dY_ij = shifted(dy, i, j, stride s)
 
-the backward pass with one product for all kh*kw offsets: the dY_ij side by side,
-the K_ij stacked (kh*kw*F, C).
+the backward pass with one product for all kh*kw offsets: the dY_ij stacked
+(kh*kw*F, N*H*W), the K_ij too (kh*kw*F, C).
 
 Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from .base import Layer, initialize, zeros
+from . import layout
 from .im2col import add_shifted, shifted, widened
+from .layout import flat_planes, planes
 from .scratch import scratch
 
 
@@ -76,9 +80,11 @@ class Conv2D(Layer):
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         n, ho, wo, f = self.output_shape(x.shape)
-        k = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh, kw * x.shape[3], f)  # K_i: (kw*C, F)
-        bias = self.params["bias"].astype(x.dtype, copy=False) if "bias" in self.params else 0
-        y = _correlate(x, k, self._pads(), xp.empty((n, ho, wo, f), dtype=x.dtype), bias)
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)
+        kt = kernel.reshape(kh, kw * x.shape[3], f).transpose(0, 2, 1)         # K_i^T: (F, kw*C), a view
+        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
+        y = layout.empty((n, ho, wo, f), x.dtype, xp)
+        _correlate(planes(x), kt, self._pads(), planes(y), bias)
         self._cache = x
         return y
 
@@ -89,20 +95,22 @@ class Conv2D(Layer):
         _, ho, wo, f = dy.shape
         _, h, w, c = x.shape
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        if "bias" in self.params:
-            self._store_grad("bias", _column_sums(dy.reshape(-1, f), self._grad_buffer("bias", dy.dtype)))
+        dy_planes = xp.ascontiguousarray(planes(dy))                          # (F, Ho, N, Wo); a copy only
+        if "bias" in self.params:                                             # if dy is not stored so
+            dbias = self._grad_buffer("bias", dy.dtype)
+            self._store_grad("bias", _plane_sums(dy_planes.reshape(f, -1), dbias))
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
-        self._store_grad("kernel", _kernel_gradient(x, dy, self._pads(), dkernel))
+        self._store_grad("kernel", _kernel_gradient(planes(x), dy_planes, self._pads(), dkernel))
 
         # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
-        # it comes out x's size. The product needs row i of K' as (kw*F, C): it reads the
-        # transpose of flipped[i] (C, kw*F), a copy of whole rows of F floats (an
-        # element-wise transpose of the kernel costs as much as the layer's products at
-        # the bottom of the U-Net).
+        # it comes out x's size. The product needs K'_i^T (C, kw*F): a copy of whole rows
+        # of F floats (an element-wise transpose of the kernel costs as much as the layer's
+        # products at the bottom of the U-Net).
         flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-        dx = xp.empty(x.shape, dtype=dy.dtype)
-        return _correlate(dy, flipped.transpose(0, 2, 1), self._input_gradient_pads(h, w, ho, wo), dx)
+        dx = layout.empty(x.shape, dy.dtype, xp)
+        _correlate(dy_planes, flipped, self._input_gradient_pads(h, w, ho, wo), planes(dx))
+        return dx
 
     def _input_gradient_pads(self, h, w, ho, wo):
         """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
@@ -112,52 +120,56 @@ class Conv2D(Layer):
         return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
 
 
-def _correlate(x, k, pads, out, bias=0):
-    """out[n, h, w, f] = bias[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f], with
-    k (kh, kw*C, F) holding the kernel rows K_i. Per block of output rows, Y = sum_i X_i @ K_i
-    as a matrix whose rows run (h, n, w), then copied into out's NHWC block (with the bias)
-    while it is still in cache. Returns out."""
+def _correlate(x, kt, pads, out, bias=None):
+    """out[f, h, n, w] = bias[f] + sum_{i, j, c} xpad[c, h + i, n, w + j] K[i, j, c, f] on planes
+    x (C, H, N, W) and out (F, Ho, N, Wo), with kt (kh, F, kw*C) holding the K_i^T. Per block
+    of output rows, Y = sum_i K_i^T @ X_i, then written into out's rows (with the bias, if
+    given, of shape (F, 1, 1, 1)) while it is still in cache. Returns out."""
     xp = get_array_module(x)
-    kh, kwc, f = k.shape
-    n, _, wo, _ = out.shape
-    for rows, xw in widened(x, kh, kwc // x.shape[3], pads, f):
-        r = rows.stop - rows.start
-        y = scratch("correlation", (r * n * wo, f), x.dtype, xp)              # (rows*N*Wo, F)
-        xp.matmul(xw[:r].reshape(-1, kwc), k[0], out=y)
+    kh, f, kwc = kt.shape
+    _, _, n, wo = out.shape
+    row = n * wo                                                              # columns per image row
+    for rows, xw in widened(x, kh, kwc // x.shape[0], pads, f):
+        m = (rows.stop - rows.start) * row
+        y = scratch("correlation", (f, m), x.dtype, xp)                       # (F, rows*N*Wo)
+        xp.matmul(kt[0], xw[:, :m], out=y)
         product = scratch("product", y.shape, x.dtype, xp)
         for i in range(1, kh):
-            y += xp.matmul(xw[i : i + r].reshape(-1, kwc), k[i], out=product)
-        xp.add(y.reshape(r, n, wo, f).transpose(1, 0, 2, 3), bias, out=out[:, rows])   # back to NHWC
+            y += xp.matmul(kt[i], xw[:, i * row : i * row + m], out=product)
+        block = y.reshape(f, -1, n, wo)                                       # (F, rows, N, Wo)
+        if bias is None:
+            out[:, rows] = block
+        else:
+            xp.add(block, bias, out=out[:, rows])
     return out
 
 
 def _kernel_gradient(x, dy, pads, out):
-    """out (kh, kw, C, F) = dL/dK: dK_i = X_i^T dY, block by block of output rows, with X_i
-    widened again from x (not kept since the forward pass) and dY brought to the same
-    row order (h, n, w) a block at a time. Returns out."""
+    """out (kh, kw, C, F) = dL/dK from the planes x (C, H, N, W) and dy (F, Ho, N, Wo), the
+    latter contiguous: dK_i = X_i @ dY^T, block by block of output rows, with X_i widened
+    again from x (not kept since the forward pass). Returns out."""
     xp = get_array_module(x)
     kh, kw, c, f = out.shape
-    n, _, wo, _ = dy.shape
+    _, _, n, wo = dy.shape
+    row = n * wo
     dk = out.reshape(kh, kw * c, f)                                           # dK_i: (kw*C, F)
     for rows, xw in widened(x, kh, kw, pads, f):
-        r = rows.stop - rows.start
-        dyb = scratch("dy block", (r, n, wo, f), dy.dtype, xp)
-        dyb[...] = dy[:, rows].transpose(1, 0, 2, 3)
-        dyb = dyb.reshape(-1, f)                                              # (rows*N*Wo, F)
+        m = (rows.stop - rows.start) * row
+        dyt = dy[:, rows].reshape(f, m).T                                     # dY^T (rows*N*Wo, F), a view
         for i in range(kh):
-            xi = xw[i : i + r].reshape(-1, kw * c)
+            xi = xw[:, i * row : i * row + m]                                 # X_i (kw*C, rows*N*Wo)
             if rows.start == 0:
-                xp.matmul(xi.T, dyb, out=dk[i])                               # the first block
+                xp.matmul(xi, dyt, out=dk[i])                                 # the first block
             else:                                                             # the others add on
-                dk[i] += xp.matmul(xi.T, dyb, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
+                dk[i] += xp.matmul(xi, dyt, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
     return out
 
 
-def _column_sums(a, out):
-    """out = 1^T a: the sums over the rows of a 2-D array, as a matrix-vector product
-    (BLAS, several times faster than ``a.sum(axis=0)`` on a tall array)."""
+def _plane_sums(a, out):
+    """out = a @ 1: the sums along the rows of a 2-D array (a channel's plane each), as a
+    matrix-vector product (BLAS, several times faster than ``a.sum(axis=1)``)."""
     xp = get_array_module(a)
-    return xp.matmul(xp.ones(a.shape[0], dtype=a.dtype), a, out=out)
+    return xp.matmul(a, xp.ones(a.shape[1], dtype=a.dtype), out=out)
 
 
 class ConvTranspose2D(Layer):
@@ -187,38 +199,42 @@ class ConvTranspose2D(Layer):
     def forward(self, x):
         self._check_input(x, self.in_channels)
         xp = get_array_module(x)
-        n, h, w, c = x.shape
+        n, h, w, _ = x.shape
         kh, kw = self.kernel_size
-        _, ho, wo, f = self.output_shape(x.shape)
-        x2 = x.reshape(n * h * w, c)                                          # (N*H*W, C)
+        shape = self.output_shape(x.shape)
+        f = self.filters
+        xf = flat_planes(x)                                                   # X (C, H*N*W)
         k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
-        y = xp.zeros((n, ho, wo, f), dtype=x.dtype)
-        product = scratch("product", (n, h, w, f), x.dtype, xp)
+        y = layout.empty(shape, x.dtype, xp)
+        yp = planes(y)                                                        # (F, Ho, N, Wo)
+        yp[...] = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else 0
+        product = scratch("product", (f, h, n, w), x.dtype, xp)          # (F, H, N, W)
         for i in range(kh):
-            for j in range(kw):                                               # col2im: y[window ij] += X K_ij^T
-                xp.matmul(x2, k[i, j].T, out=product.reshape(-1, f))
-                add_shifted(y, product, i, j, stride=self.strides[0])
-        if "bias" in self.params:
-            y += self.params["bias"].astype(x.dtype, copy=False)
-        self._cache = (x2, x.shape)
+            for j in range(kw):                                               # col2im: y[window ij] += K_ij X
+                xp.matmul(k[i, j], xf, out=product.reshape(f, -1))
+                add_shifted(yp, product, i, j, stride=self.strides[0])
+        self._cache = x
         return y
 
     def backward(self, dy):
-        x2, (n, h, w, _) = self._cache
+        x = self._cache
         xp = get_array_module(dy)
+        n, h, w, c = x.shape
         kh, kw = self.kernel_size
         f = self.filters
-        k = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * f, self.in_channels)
-        dz = scratch("transposed windows", (n, h, w, kh * kw, f), dy.dtype, xp)   # dY_ij side by side
+        xf = flat_planes(x)                                                   # X (C, H*N*W)
+        k = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * f, c)   # the K_ij stacked
+        dz = scratch("transposed windows", (kh * kw, f, h, n, w), dy.dtype, xp)   # the dY_ij stacked
         for i in range(kh):
             for j in range(kw):
-                shifted(dy, i, j, dz[:, :, :, i * kw + j], stride=self.strides[0])
-        dz = dz.reshape(n * h * w, kh * kw * f)                               # (N*H*W, kh*kw*F)
+                shifted(planes(dy), i, j, dz[i * kw + j], stride=self.strides[0])
+        dz = dz.reshape(kh * kw * f, -1)                                      # (kh*kw*F, N*H*W)
         dkernel = self._grad_buffer("kernel", dy.dtype)
-        xp.matmul(dz.T, x2, out=dkernel.reshape(kh * kw * f, -1))             # dK_ij = dY_ij^T X, all at once
+        xp.matmul(dz, xf.T, out=dkernel.reshape(kh * kw * f, c))              # dK_ij = dY_ij X^T, all at once
         self._store_grad("kernel", dkernel)
         if "bias" in self.params:
-            dy2 = dy.reshape(-1, f)                                           # (N*Ho*Wo, F)
-            self._store_grad("bias", _column_sums(dy2, self._grad_buffer("bias", dy.dtype)))
-        return (dz @ k).reshape(n, h, w, self.in_channels)                   # dX = sum_ij dY_ij K_ij
-
+            dbias = self._grad_buffer("bias", dy.dtype)
+            self._store_grad("bias", _plane_sums(flat_planes(dy), dbias))
+        dx = layout.empty(x.shape, dy.dtype, xp)
+        xp.matmul(k.T, dz, out=flat_planes(dx))                               # dX = sum_ij K_ij^T dY_ij
+        return dx

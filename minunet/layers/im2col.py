@@ -1,20 +1,22 @@
-"""The input as kernel offsets see it: im2col with slices.
+"""The input as kernel offsets see it: im2col with slices, on channel planes.
+
+The layers work on the (C, H, N, W) planes of their NHWC arrays (``layout``): a
+matrix product then reads and writes whole planes, and a copy moves rows of pixels.
 
 A kh x kw convolution is a sum of kh*kw shifted 1x1 convolutions. For kernel offset
 (i, j), every output pixel reads the input pixel (s*y + i, s*x + j) of the zero-padded
 input, so the whole layer is::
 
-    Y = sum_ij shifted(x, i, j) @ K[i, j]          shifted(x, i, j): (N*Ho*Wo, C)
+    Y = sum_ij K[i, j]^T @ shifted(x, i, j)          shifted(x, i, j): (C, Ho*N*Wo)
 
-``shifted`` copies that strided window into an (N, Ho, Wo, C) buffer (rows of W*C
-floats, contiguous in the input, so at memory speed); ``add_shifted`` is its adjoint
-(col2im, one offset): it adds a block back where it came from. The transposed
-convolution uses them, and the pooling layers ``strided``.
+``shifted`` copies that strided window into (C, Ho, N, Wo) planes; ``add_shifted`` is
+its adjoint (col2im, one offset): it adds planes back where they came from. The
+transposed convolution uses them, and the pooling layers ``strided``.
 
-Conv2D uses ``widened``: the kw windows of one kernel row side by side, laid out rows
-first, so that the kh kernel rows read kh contiguous blocks of one buffer. That is kw
-window copies and kh products with kw*C columns, instead of kh*kw of each, and it is
-built a block of output rows at a time, small enough to stay in cache.
+Conv2D uses ``widened``: the kw windows of one kernel row stacked, rows of the image
+before images, so that the kh kernel rows read kh column ranges of one matrix. That
+is kw window copies and kh products with kw*C rows, instead of kh*kw of each, and it
+is built a block of output rows at a time, small enough to stay in cache.
 
 The padding is never built: ``span`` gives, per offset, the outputs that read real
 pixels and the input rows they read; the other rows and columns of a buffer are
@@ -43,71 +45,94 @@ def span(i, pad, size, n_out, stride=1):
 
 
 def shifted(x, i, j, out, stride=1):
-    """Fill ``out`` (N, Ho, Wo, C) with what kernel offset (i, j) reads from x (N, H, W, C):
-    out[n, y, x] = x[n, s*y + i, s*x + j], zero where that lies outside x."""
-    _, h, w, _ = x.shape
-    _, ho, wo, _ = out.shape
+    """Fill the planes ``out`` (C, Ho, N, Wo) with what kernel offset (i, j) reads from the
+    planes x (C, H, N, W): out[c, y, n, x] = x[c, s*y + i, n, s*x + j], zero outside x."""
+    _, h, _, w = x.shape
+    _, ho, _, wo = out.shape
     rows, cols = span(i, 0, h, ho, stride), span(j, 0, w, wo, stride)
     if rows is None or cols is None:
         out[...] = 0
         return out
-    out[:, rows[0], cols[0]] = x[:, rows[1], cols[1]]
+    out[:, rows[0], :, cols[0]] = x[:, rows[1], :, cols[1]]
     out[:, : rows[0].start] = 0                            # rows and columns that read the padding
     out[:, rows[0].stop :] = 0
-    out[:, :, : cols[0].start] = 0
-    out[:, :, cols[0].stop :] = 0
+    out[..., : cols[0].start] = 0
+    out[..., cols[0].stop :] = 0
     return out
 
 
 def add_shifted(dx, block, i, j, stride=1):
-    """The adjoint of ``shifted`` (col2im, one offset): dx[n, s*y + i, s*x + j] += block[n, y, x]
-    wherever that pixel lies inside dx."""
-    _, h, w, _ = dx.shape
-    _, ho, wo, _ = block.shape
+    """The adjoint of ``shifted`` (col2im, one offset), on planes:
+    dx[c, s*y + i, n, s*x + j] += block[c, y, n, x] wherever that pixel lies inside dx."""
+    _, h, _, w = dx.shape
+    _, ho, _, wo = block.shape
     rows, cols = span(i, 0, h, ho, stride), span(j, 0, w, wo, stride)
     if rows is not None and cols is not None:
-        dx[:, rows[1], cols[1]] += block[:, rows[0], cols[0]]
+        dx[:, rows[1], :, cols[1]] += block[:, rows[0], :, cols[0]]
     return dx
 
 
+def rows_per_block(n_rows, kh, row_bytes, kernel_bytes):
+    """How many output rows ``widened`` puts in a block: the block (kh - 1 rows more) is
+    about BLOCK_BYTES, to stay in cache while kh products read it, but at least as large
+    as the kernel, which every block's products read again (the bottom of the U-Net, where
+    a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block)."""
+    return max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
+
+
 def widened(x, kh, kw, pads, out_channels):
-    """im2col along the width, rows first, a block of output rows at a time.
+    """im2col along the width, on planes, a block of output rows at a time.
 
-    For x (N, H, W, C) zero-padded by pads = (top, bottom, left, right), output rows
-    Ho = H + top + bottom - kh + 1 and columns Wo = W + left + right - kw + 1, yields
-    (rows, xw) for consecutive blocks ``rows`` of output rows, where
+    For the planes x (C, H, N, W) zero-padded by pads = (top, bottom, left, right),
+    output rows Ho = H + top + bottom - kh + 1 and columns Wo = W + left + right - kw + 1,
+    yields (rows, xw) for consecutive blocks ``rows`` of output rows, where xw is a
+    (kw*C, (len(rows) + kh - 1)*N*Wo) matrix:
 
-        xw[r, n, w, j*C + c] = xpad[n, rows.start + r, w + j, c]      r < len(rows) + kh - 1
+        xw[j*C + c, (r, n, w)] = xpad[c, rows.start + r, n, w + j]     r < len(rows) + kh - 1
 
-    each pixel beside the kw pixels its kernel row reads. Rows come first so that what
-    kernel row i reads for the block, xw[i : i + len(rows)], is one contiguous block: an
-    (len(rows)*N*Wo, kw*C) matrix without a copy. A block, and the block of the output
-    it makes (``out_channels`` per pixel), are at most about BLOCK_BYTES, so they stay
-    in the processor's cache while the products read the block kh times; one scratch
-    buffer serves every block. kw window copies per block, not kh*kw.
+    the kw planes a kernel row reads, stacked. Image rows come before images so that what
+    kernel row i reads for the block is a range of columns, X_i = xw[:, i*N*Wo : (i +
+    len(rows))*N*Wo], a (kw*C, len(rows)*N*Wo) matrix without a copy. Blocks are sized
+    by ``rows_per_block`` (the block of the output they make has ``out_channels``
+    planes); one scratch buffer serves every block. kw window copies per block, each
+    moving whole planes.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
-    n, h, w, c = x.shape
+    c, h, n, w = x.shape
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
-    row_bytes = n * wo * max(kw * c, out_channels) * x.itemsize
-    block = max(1, min(ho, BLOCK_BYTES // row_bytes - (kh - 1)))
-    buffer = scratch("widened", (block + kh - 1, n, wo, kw * c), x.dtype, xp)
-    src = x.transpose(1, 0, 2, 3)                            # (H, N, W, C), a view
+    block = rows_per_block(ho, kh, n * wo * max(kw * c, out_channels) * x.itemsize,
+                           kh * kw * c * out_channels * x.itemsize)
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
-        xw = buffer[: rows.stop - start + kh - 1]
+        xw = scratch("widened", (kw, c, rows.stop - start + kh - 1, n, wo), x.dtype, xp)
         # the real input rows it reads: at least one, as no padding is a kernel high
         lo, hi = max(start - top, 0), min(rows.stop + kh - 1 - top, h)
-        xw[: lo + top - start] = 0                           # rows of padding
-        xw[hi + top - start :] = 0
+        xw[:, :, : lo + top - start] = 0                                    # rows of padding
+        xw[:, :, hi + top - start :] = 0
         for j in range(kw):
-            block_j = xw[lo + top - start : hi + top - start, :, :, j * c : (j + 1) * c]
+            block_j = xw[j, :, lo + top - start : hi + top - start]         # (C, real rows, N, Wo)
             cols = span(j, left, w, wo)
             if cols is None:
                 block_j[...] = 0
                 continue
-            block_j[:, :, cols[0]] = src[lo:hi, :, cols[1]]
-            block_j[:, :, : cols[0].start] = 0               # columns of padding
-            block_j[:, :, cols[0].stop :] = 0
-        yield rows, xw
+            if wo == w:     # 'same': one copy of the rows, flattened, shifted by j - left pixels
+                _shift_copy(block_j, x[:, lo:hi], j - left)
+            else:
+                block_j[..., cols[0]] = x[:, lo:hi, :, cols[1]]
+            block_j[..., : cols[0].start] = 0                               # columns of padding
+            block_j[..., cols[0].stop :] = 0
+        yield rows, xw.reshape(kw * c, -1)                                  # (kw*C, (rows + kh - 1)*N*Wo)
+
+
+def _shift_copy(out, x, shift):
+    """out[c, r, n, w] = x[c, r, n, w + shift] for planes of equal shape (C, R, N, W), out
+    contiguous in each plane, as one copy of whole planes: flattened, every row's pixels
+    run on into the next row's. So each row's |shift| pixels at one end receive the
+    neighbour row's pixels (or are left as they were, at the plane's ends): those are the
+    padding columns, which the caller zeroes. Rows of W pixels per copy would be short at
+    the bottom of the U-Net (W = 4)."""
+    c = x.shape[0]
+    dst, src = out.reshape(c, -1), x.reshape(c, -1)         # (C, R*N*W); dst a view of out
+    lo, hi = max(0, -shift), dst.shape[1] - max(0, shift)
+    dst[:, lo:hi] = src[:, lo + shift : hi + shift]

@@ -4,6 +4,7 @@ y = [x_1 | x_2 | ...] along the last axis, so dy splits back into the pieces:
 dx_k = dy[..., offset_k : offset_k + C_k].
 """
 from ..backend import get_array_module
+from . import layout
 from .base import Layer
 
 
@@ -23,7 +24,12 @@ class Concatenate(Layer):
             )
         xp = get_array_module(*xs)
         self._cache = [x.shape[3] for x in xs]
-        return xp.concatenate(xs, axis=-1)
+        y = layout.empty(self.output_shape([x.shape for x in xs]), xp.result_type(*xs), xp)
+        start = 0
+        for x, c in zip(xs, self._cache):                        # stored channel-major: whole planes
+            y[..., start : start + c] = x
+            start += c
+        return y
 
     def backward(self, dy):
         dxs, start = [], 0

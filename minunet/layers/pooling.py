@@ -13,6 +13,7 @@ UpSampling2D, nearest, factor s: y[n, h, w, c] = x[n, h // s, w // s, c], so dx
 sums dy over each s x s block.
 """
 from ..backend import get_array_module
+from . import layout
 from .base import Layer
 from .conv import _pair
 from .im2col import strided
@@ -39,9 +40,10 @@ class MaxPool2D(Layer):
     def forward(self, x):
         self._check_input(x, min_size=self.pool_size)
         xp = get_array_module(x)
-        _, ho, wo, _ = self.output_shape(x.shape)
-        windows = self._windows(ho, wo)
-        y = x[windows[0]].copy()                                 # (N, Ho, Wo, C)
+        shape = self.output_shape(x.shape)
+        windows = self._windows(*shape[1:3])
+        y = layout.empty(shape, x.dtype, xp)                      # (N, Ho, Wo, C)
+        y[...] = x[windows[0]]
         for w in windows[1:]:
             xp.maximum(y, x[w], out=y)
         self._cache = (x, y)        # x is the previous ReLU's output, kept anyway
@@ -50,8 +52,8 @@ class MaxPool2D(Layer):
     def backward(self, dy):
         x, y = self._cache
         xp = get_array_module(dy)
-        dx = xp.zeros(x.shape, dtype=dy.dtype)
-        taken = xp.zeros(y.shape, dtype=bool)                    # window's arg-max already found
+        dx = layout.zeros(x.shape, dy.dtype, xp)
+        taken = xp.zeros_like(y, dtype=bool)                     # window's arg-max already found
         for w in self._windows(*dy.shape[1:3]):                  # row-major: the first maximum wins
             hit = (x[w] == y) & ~taken
             taken |= hit
@@ -70,15 +72,26 @@ class UpSampling2D(Layer):
         n, h, w, c = input_shape
         return (n, h * self.size[0], w * self.size[1], c)
 
+    def _blocks(self, h, w):
+        """For each offset (i, j) inside an s x s block, the strided slice of the output it fills."""
+        sh, sw = self.size
+        return [(slice(None), strided(i, h, sh), strided(j, w, sw)) for i in range(sh) for j in range(sw)]
+
     def forward(self, x):
         self._check_input(x)
         xp = get_array_module(x)
-        n, h, w, c = x.shape
-        sh, sw = self.size
-        y = xp.broadcast_to(x[:, :, None, :, None, :], (n, h, sh, w, sw, c))  # (N, H, sh, W, sw, C)
-        return y.reshape(n, h * sh, w * sw, c)
+        y = layout.empty(self.output_shape(x.shape), x.dtype, xp)
+        for b in self._blocks(*x.shape[1:3]):
+            y[b] = x
+        return y
 
     def backward(self, dy):
+        xp = get_array_module(dy)
         n, ho, wo, c = dy.shape
         sh, sw = self.size
-        return dy.reshape(n, ho // sh, sh, wo // sw, sw, c).sum(axis=(2, 4))
+        blocks = self._blocks(ho // sh, wo // sw)
+        dx = layout.empty((n, ho // sh, wo // sw, c), dy.dtype, xp)
+        dx[...] = dy[blocks[0]]
+        for b in blocks[1:]:                                     # dx sums dy over each block
+            dx += dy[b]
+        return dx
