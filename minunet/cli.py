@@ -218,6 +218,7 @@ def cmd_gradcheck(args):
     x = rng.standard_normal((2, 6, 6, 3))
     distinct = (rng.permutation(x.size).reshape(x.shape) * 0.01).astype(f64)        # no max-pool ties
     cases = [("Conv2D 3x3 same", Conv2D(3, 4, 3, dtype=f64, rng=0), x),
+             ("Conv2D 3x3 same + ReLU", Conv2D(3, 4, 3, activation="relu", dtype=f64, rng=0), x),
              ("Conv2D 1x1 (head)", Conv2D(3, 2, 1, dtype=f64, rng=0), x),
              ("ConvTranspose2D 2x2/2", ConvTranspose2D(3, 4, 2, 2, dtype=f64, rng=0), x),
              ("MaxPool2D 2x2/2", MaxPool2D(2), distinct),

@@ -317,10 +317,8 @@ def save(model, path, input_size=None):
     prev, skips = "input", {}
     for layer in model.layers:
         name, kind = key(layer.name), type(layer).__name__
-        if kind == "ReLU":
-            continue                                    # folded into the Conv2D before it
         if kind == "Conv2D":
-            act = "relu" if layer.name != "head" else model.head_activation
+            act = model.head_activation if layer.name == "head" else layer.activation or "linear"
             layers.append(_layer("Conv2D", name, _conv_config(layer.filters, layer.kernel_size[0], act), [prev]))
         elif kind == "MaxPool2D":
             skips[layer.name.split("/")[0]] = prev

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__, h5file
 from .backend import DEFAULT_DTYPE, asarray, get_array_module, to_numpy
-from .layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, UpSampling2D, sigmoid, softmax
+from .layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, UpSampling2D, sigmoid, softmax
 from .optim import from_config as optimizer_from_config
 
 FORMAT = "minunet"
@@ -35,14 +35,13 @@ def _backward(layer, dy):
 
 
 class ConvBlock:
-    """Two (Conv2D 3x3 'same' + ReLU): the body of every U-Net level."""
+    """Two Conv2D 3x3 'same' with ReLU (Keras's ``activation='relu'``): the body of every
+    U-Net level."""
 
     def __init__(self, name, in_channels, filters, dtype, rng):
         self.layers = [
-            Conv2D(in_channels, filters, 3, dtype=dtype, rng=rng, name=f"{name}/conv1"),
-            ReLU(name=f"{name}/relu1"),
-            Conv2D(filters, filters, 3, dtype=dtype, rng=rng, name=f"{name}/conv2"),
-            ReLU(name=f"{name}/relu2"),
+            Conv2D(in_channels, filters, 3, activation="relu", dtype=dtype, rng=rng, name=f"{name}/conv1"),
+            Conv2D(filters, filters, 3, activation="relu", dtype=dtype, rng=rng, name=f"{name}/conv2"),
         ]
 
     def forward(self, x):

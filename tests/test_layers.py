@@ -43,12 +43,13 @@ def away_from_zero(shape, seed):
 
 # ---------------------------------------------------------------------- gradients
 @given(nhwc(), st.integers(1, 5), st.sampled_from([1, 2, 3, 5]), st.sampled_from(["same", "valid"]),
-       st.booleans())
-def test_conv2d_gradients(spec, filters, k, padding, use_bias):
+       st.booleans(), st.sampled_from([None, "relu"]))
+def test_conv2d_gradients(spec, filters, k, padding, use_bias, activation):
     shape, seed = spec
     if padding == "valid" and min(shape[1:3]) < k:
         return
-    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, use_bias, dtype=F64, rng=seed), seed, scale=1.0)
+    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, use_bias, activation, dtype=F64, rng=seed),
+                             seed, scale=1.0)
     report = check_layer(layer, normal(shape, seed), seed=seed)
     assert set(report.errors) == {"x", "kernel"} | ({"bias"} if use_bias else set())
     assert report.max_error < TOL, str(report)
@@ -233,10 +234,11 @@ def stored(x, order):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: Conv2D(3, 4, 3, dtype=F64, rng=0), lambda: Conv2D(3, 4, (2, 3), "valid", dtype=F64, rng=0),
-    lambda: Conv2D(3, 2, 1, dtype=F64, rng=0), lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0),
-    lambda: ConvTranspose2D(3, 2, 3, 2, dtype=F64, rng=0), lambda: MaxPool2D(2), lambda: UpSampling2D(2),
-    lambda: ReLU()], ids=["conv3x3", "conv2x3-valid", "conv1x1", "convT", "convT-overlap", "maxpool", "upsample", "relu"])
+    lambda: Conv2D(3, 4, 3, dtype=F64, rng=0), lambda: Conv2D(3, 4, 3, activation="relu", dtype=F64, rng=0),
+    lambda: Conv2D(3, 4, (2, 3), "valid", dtype=F64, rng=0), lambda: Conv2D(3, 2, 1, dtype=F64, rng=0),
+    lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0), lambda: ConvTranspose2D(3, 2, 3, 2, dtype=F64, rng=0),
+    lambda: MaxPool2D(2), lambda: UpSampling2D(2), lambda: ReLU()],
+    ids=["conv3x3", "conv3x3-relu", "conv2x3-valid", "conv1x1", "convT", "convT-overlap", "maxpool", "upsample", "relu"])
 def test_layers_store_their_outputs_as_planes_and_take_any_memory_order(make):
     """Every output and input gradient is stored channel-major (its planes contiguous; an
     element-wise layer keeps the order it is given), and the values never depend on how x
@@ -323,6 +325,38 @@ def test_sigmoid_is_finite_and_exact_at_extremes():
                                rtol=1e-9, atol=1e-300)
 
 
+@given(nhwc(max_size=7), st.integers(1, 4), st.sampled_from([1, 3, (2, 3)]), st.sampled_from(["same", "valid"]))
+def test_conv2d_with_relu_is_exactly_conv2d_then_relu(spec, filters, k, padding):
+    """activation='relu' fuses max(y, 0) into the convolution: the same output, input gradient
+    and parameter gradients as a ReLU layer after it, bit for bit."""
+    shape, seed = spec
+    kh, kw = (k, k) if isinstance(k, int) else k
+    if padding == "valid" and (shape[1] < kh or shape[2] < kw):
+        return
+    fused = randomize_biases(Conv2D(shape[3], filters, k, padding, activation="relu", dtype=F64, rng=seed), seed)
+    conv, relu = Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), ReLU()
+    conv.params = {name: p.copy() for name, p in fused.params.items()}
+    x = normal(shape, seed)
+    y = fused.forward(x)
+    np.testing.assert_array_equal(y, relu.forward(conv.forward(x)))
+    dy = normal(y.shape, seed + 1)
+    np.testing.assert_array_equal(fused.backward(dy), conv.backward(relu.backward(dy)))
+    for name in fused.params:
+        np.testing.assert_array_equal(fused.grads[name], conv.grads[name])
+
+
+def test_conv2d_relu_by_hand():
+    """A 1x1 convolution that doubles and subtracts 1, then ReLU: y = max(2x - 1, 0) and
+    dx = 2 dy where 2x - 1 > 0."""
+    conv = Conv2D(1, 1, 1, activation="relu", dtype=F64)
+    conv.params["kernel"][...], conv.params["bias"][...] = 2.0, -1.0
+    x = np.array([-1.0, 0.25, 1.0, 3.0]).reshape(1, 1, 4, 1)
+    np.testing.assert_array_equal(conv.forward(x).ravel(), [0, 0, 1, 5])
+    np.testing.assert_array_equal(conv.backward(np.full_like(x, 7.0)).ravel(), [0, 0, 14, 14])
+    np.testing.assert_array_equal(conv.grads["bias"], [14.0])                    # 7 + 7
+    np.testing.assert_array_equal(conv.grads["kernel"].ravel(), [7.0 * 1 + 7.0 * 3])
+
+
 def test_relu_forward_and_mask():
     relu = ReLU()
     x = np.array([-2.0, -0.0, 0.5, 3.0]).reshape(1, 1, 4, 1)
@@ -384,11 +418,13 @@ def test_bad_constructor_arguments():
         Conv2D(1, 1, kernel_size=0)
     with pytest.raises(ValueError, match="unknown initializer 'orthogonal'"):
         Conv2D(1, 1, kernel_initializer="orthogonal")
+    with pytest.raises(ValueError, match="activation must be None, 'linear' or 'relu', received 'tanh'"):
+        Conv2D(1, 1, activation="tanh")
 
 
 # ------------------------------------------------------------ on every backend
 @pytest.mark.parametrize("make", [
-    lambda: Conv2D(3, 4, 3, dtype=F64, rng=0), lambda: Conv2D(3, 2, 1, dtype=F64, rng=0),
+    lambda: Conv2D(3, 4, 3, activation="relu", dtype=F64, rng=0), lambda: Conv2D(3, 2, 1, dtype=F64, rng=0),
     lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0), lambda: MaxPool2D(2), lambda: UpSampling2D(2),
     lambda: ReLU(), lambda: Sigmoid(), lambda: Softmax()], ids=["conv3x3", "conv1x1", "convT", "maxpool", "upsample",
                                                                   "relu", "sigmoid", "softmax"])

@@ -46,13 +46,21 @@ def _pair(k, what):
 
 class Conv2D(Layer):
     """2D convolution, stride 1, NHWC. ``padding="same"`` keeps H and W (Keras/TF rule:
-    the extra row of an even kernel goes at the bottom/right); ``"valid"`` gives H - kh + 1."""
+    the extra row of an even kernel goes at the bottom/right); ``"valid"`` gives H - kh + 1.
 
-    def __init__(self, in_channels, filters, kernel_size=3, padding="same", use_bias=True,
+    ``activation="relu"`` applies max(y, 0) to each block of the output while it is still
+    in cache, as Keras's ``Conv2D(..., activation='relu')`` does; the values and gradients
+    are exactly those of a ReLU layer after the convolution, one pass over memory fewer."""
+
+    def __init__(self, in_channels, filters, kernel_size=3, padding="same", use_bias=True, activation=None,
                  kernel_initializer="glorot_uniform", dtype=DEFAULT_DTYPE, rng=None, name=None):
         super().__init__(name)
         if padding not in ("same", "valid"):
             raise ValueError(f"Conv2D padding must be 'same' or 'valid', received {padding!r}")
+        if activation not in (None, "linear", "relu"):
+            raise ValueError(f"Conv2D activation must be None, 'linear' or 'relu', received {activation!r}; "
+                             f"apply other activations as layers after it")
+        self.activation = "relu" if activation == "relu" else None
         self.in_channels, self.filters = int(in_channels), int(filters)
         self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
         self.padding = padding
@@ -84,19 +92,22 @@ class Conv2D(Layer):
         kt = kernel.reshape(kh, kw * x.shape[3], f).transpose(0, 2, 1)         # K_i^T: (F, kw*C), a view
         bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
         y = layout.empty((n, ho, wo, f), x.dtype, xp)
-        _correlate(planes(x), kt, self._pads(), planes(y), bias)
-        self._cache = x
+        _correlate(planes(x), kt, self._pads(), planes(y), bias, relu=self.activation == "relu")
+        self._cache = (x, y)        # y, for the ReLU's mask, is the next layer's input: kept anyway
         return y
 
     def backward(self, dy):
-        x = self._cache
+        x, y = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
         _, ho, wo, f = dy.shape
         _, h, w, c = x.shape
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        dy_planes = xp.ascontiguousarray(planes(dy))                          # (F, Ho, N, Wo); a copy only
-        if "bias" in self.params:                                             # if dy is not stored so
+        dy_planes = planes(dy)                                                # (F, Ho, N, Wo)
+        if self.activation == "relu":
+            dy_planes = dy_planes * (planes(y) > 0)                           # through the ReLU: dy [y > 0]
+        dy_planes = xp.ascontiguousarray(dy_planes)                           # a copy only if not stored so
+        if "bias" in self.params:
             dbias = self._grad_buffer("bias", dy.dtype)
             self._store_grad("bias", _plane_sums(dy_planes.reshape(f, -1), dbias))
 
@@ -120,11 +131,11 @@ class Conv2D(Layer):
         return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
 
 
-def _correlate(x, kt, pads, out, bias=None):
+def _correlate(x, kt, pads, out, bias=None, relu=False):
     """out[f, h, n, w] = bias[f] + sum_{i, j, c} xpad[c, h + i, n, w + j] K[i, j, c, f] on planes
     x (C, H, N, W) and out (F, Ho, N, Wo), with kt (kh, F, kw*C) holding the K_i^T. Per block
-    of output rows, Y = sum_i K_i^T @ X_i, then written into out's rows (with the bias, if
-    given, of shape (F, 1, 1, 1)) while it is still in cache. Returns out."""
+    of output rows, Y = sum_i K_i^T @ X_i, then written into out's rows while it is still in
+    cache: with the bias, if given (shape (F, 1, 1, 1)), then max(., 0) if ``relu``. Returns out."""
     xp = get_array_module(x)
     kh, f, kwc = kt.shape
     _, _, n, wo = out.shape
@@ -137,10 +148,14 @@ def _correlate(x, kt, pads, out, bias=None):
         for i in range(1, kh):
             y += xp.matmul(kt[i], xw[:, i * row : i * row + m], out=product)
         block = y.reshape(f, -1, n, wo)                                       # (F, rows, N, Wo)
-        if bias is None:
-            out[:, rows] = block
-        else:
+        if relu:
+            if bias is not None:
+                block += bias
+            xp.maximum(block, 0, out=out[:, rows])
+        elif bias is not None:
             xp.add(block, bias, out=out[:, rows])
+        else:
+            out[:, rows] = block
     return out
 
 

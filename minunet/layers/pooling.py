@@ -46,7 +46,7 @@ class MaxPool2D(Layer):
         y[...] = x[windows[0]]
         for w in windows[1:]:
             xp.maximum(y, x[w], out=y)
-        self._cache = (x, y)        # x is the previous ReLU's output, kept anyway
+        self._cache = (x, y)        # x is the previous layer's output, kept anyway
         return y
 
     def backward(self, dy):
