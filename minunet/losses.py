@@ -16,10 +16,12 @@ import numpy as np
 
 from .backend import get_array_module
 from .layers import sigmoid, softmax
+from .layers.layout import flat_planes, nhwc
 
 
 def _one_hot(logits, target):
-    """target as float one-hot (N, H, W, K) in the logits' dtype, checked against the logits."""
+    """target as float one-hot (N, H, W, K) in the logits' dtype, checked against the logits;
+    stored channel-major like the layers' outputs (``layers.layout``)."""
     xp = get_array_module(logits)
     if logits.ndim != 4:
         raise ValueError(f"loss: logits must be (N, H, W, K), received shape {tuple(logits.shape)}")
@@ -33,9 +35,9 @@ def _one_hot(logits, target):
         if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
             raise ValueError(f"loss: labels must lie in [0, {n_classes - 1}], received "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        if k == 1:
-            return labels[..., None].astype(logits.dtype)
-        return (labels[..., None] == xp.arange(k)).astype(logits.dtype)
+        classes = xp.arange(1, 2) if k == 1 else xp.arange(k)                 # sigmoid: the foreground
+        rows = labels.transpose(1, 0, 2)[None] == classes[:, None, None, None]   # (K, H, N, W) planes
+        return nhwc(rows.astype(logits.dtype))
     if target.shape == logits.shape:
         return target.astype(logits.dtype, copy=False)
     raise ValueError(f"loss: target shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)}; "
@@ -43,29 +45,38 @@ def _one_hot(logits, target):
 
 
 def _pixel_weights(t, class_weights):
-    """Per-pixel weight w[t] (N, H, W, 1) from per-class weights, or None."""
+    """Per-pixel weight w[t] (pixels,) from per-class weights and the target's planes t
+    (K, pixels), or None."""
     if class_weights is None:
         return None
     xp = get_array_module(t)
     w = xp.asarray(class_weights, dtype=t.dtype)
-    if t.shape[-1] == 1:  # sigmoid: (w_background, w_foreground)
-        return w[0] * (1 - t) + w[1] * t
-    return (t * w).sum(axis=-1, keepdims=True)
+    if t.shape[0] == 1:  # sigmoid: (w_background, w_foreground)
+        return w[0] * (1 - t[0]) + w[1] * t[0]
+    return w @ t
 
 
 def softmax_cross_entropy(logits, target, class_weights=None):
-    """Mean pixel-wise cross-entropy of softmax(logits); `class_weights` has one weight per class."""
+    """Mean pixel-wise cross-entropy of softmax(logits); `class_weights` has one weight per class.
+    Computed on the class planes (K, pixels), so every reduction over classes adds whole rows."""
     xp = get_array_module(logits)
-    t = _one_hot(logits, target)
-    pixels = logits.size // logits.shape[-1]
-    z = logits - logits.max(axis=-1, keepdims=True)         # largest logit is 0: no overflow
-    log_q = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+    t = flat_planes(_one_hot(logits, target))                # (K, pixels)
+    z = flat_planes(logits)
+    pixels = z.shape[1]
+    z = z - z.max(axis=0)                                    # largest logit is 0: no overflow
+    log_q = z - xp.log(xp.exp(z).sum(axis=0))
     w = _pixel_weights(t, class_weights)
-    per_pixel = -(t * log_q).sum(axis=-1, keepdims=True)     # (N, H, W, 1)
+    per_pixel = -(t * log_q).sum(axis=0)                     # (pixels,)
     dz = xp.exp(log_q) - t                                   # softmax - one-hot
     if w is not None:
         per_pixel, dz = per_pixel * w, dz * w
-    return per_pixel.sum() / pixels, dz / pixels
+    return per_pixel.sum() / pixels, _as_logits(dz / pixels, logits)
+
+
+def _as_logits(planes_, logits):
+    """(K, pixels) planes back to an NHWC array shaped like the logits."""
+    n, h, w, k = logits.shape
+    return nhwc(planes_.reshape(k, h, n, w))
 
 
 def sigmoid_cross_entropy(logits, target, class_weights=None):
@@ -73,13 +84,14 @@ def sigmoid_cross_entropy(logits, target, class_weights=None):
     xp = get_array_module(logits)
     if logits.ndim != 4 or logits.shape[-1] != 1:
         raise ValueError(f"sigmoid_cross_entropy: logits must be (N, H, W, 1), received {tuple(logits.shape)}")
-    t = _one_hot(logits, target)
-    per_pixel = xp.maximum(logits, 0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
-    dz = sigmoid(logits) - t
+    t = flat_planes(_one_hot(logits, target))                # (1, pixels)
+    z = flat_planes(logits)
+    per_pixel = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
+    dz = sigmoid(z) - t
     w = _pixel_weights(t, class_weights)
     if w is not None:
         per_pixel, dz = per_pixel * w, dz * w
-    return per_pixel.sum() / logits.size, dz / logits.size
+    return per_pixel.sum() / z.size, _as_logits(dz / z.size, logits)
 
 
 def probabilities(logits):
