@@ -55,9 +55,9 @@ class MaxPool2D(Layer):
         dx = layout.zeros(x.shape, dy.dtype, xp)
         taken = xp.zeros_like(y, dtype=bool)                     # window's arg-max already found
         for w in self._windows(*dy.shape[1:3]):                  # row-major: the first maximum wins
-            hit = (x[w] == y) & ~taken
-            taken |= hit
-            dx[w] += dy * hit                                    # dy goes to the arg-max only
+            first = xp.greater(x[w] == y, taken)                 # a maximum, and none before it
+            taken |= first
+            dx[w] += dy * first                                  # dy goes to the arg-max only
         return dx
 
 
