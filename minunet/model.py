@@ -194,7 +194,9 @@ class UNet:
             dx = _backward(up, dup)
         dx = self.bridge.backward(dx)
         for block, pool, dskip in zip(reversed(self.down), reversed(self.pools), reversed(dskips)):
-            dx = block.backward(_backward(pool, dx) + dskip)   # the skip's gradient joins the pool's
+            dx = _backward(pool, dx)
+            dx += dskip                                        # the skip's gradient joins the pool's
+            dx = block.backward(dx)
         return dx
 
     def activation(self, logits):

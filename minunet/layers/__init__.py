@@ -1,4 +1,5 @@
-"""Hand-written layers, each with a forward and a backward pass (NHWC, Keras names)."""
+"""Hand-written layers, each with a forward and a backward pass (NHWC, Keras names; stored as
+channel planes, see ``layout``)."""
 from .activations import ReLU, Sigmoid, Softmax, sigmoid, softmax
 from .base import Layer
 from .conv import Conv2D, ConvTranspose2D
