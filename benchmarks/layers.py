@@ -1,5 +1,6 @@
 """Time forward + backward of each layer on (8, 128, 128, 16) float32, and the share of
-that time spent in matrix products.
+that time spent in matrix products. Inputs and gradients are stored channel-major, as the
+layers store what they pass each other in the network (minunet/layers/layout.py).
 
 Run: python benchmarks/layers.py [--repeat 5]
 Not a test: numbers depend on the machine. It reports the BLAS in use and the
@@ -12,7 +13,8 @@ import time
 
 import numpy as np
 
-from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D
+from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax, UpSampling2D, layout
+from minunet.layers.layout import flat_planes
 from products import conv_products  # benchmarks/products.py, beside this file
 
 
@@ -25,6 +27,13 @@ def blas_info():
         return "; ".join(infos) or "unknown"
     except ImportError:
         return "threadpoolctl not installed (pip install threadpoolctl)"
+
+
+def as_planes(a):
+    """a, stored channel-major."""
+    out = layout.empty(a.shape, a.dtype, np)
+    out[...] = a
+    return out
 
 
 def median_time(fn, repeat):
@@ -45,14 +54,14 @@ def matmul_time(layer, x, dy, repeat):
         forward, backward = conv_products(layer, x, dy)
         return median_time(lambda: (forward(), backward()), repeat)[0]
     if isinstance(layer, ConvTranspose2D):
-        x2, _ = layer._cache                                     # (N*H*W, C)
-        k = layer.params["kernel"].reshape(-1, layer.filters, layer.in_channels)
-        dz = np.empty((x2.shape[0], k.shape[0] * layer.filters), np.float32)   # the dY_ij side by side
+        xf = flat_planes(x)                                      # X (C, N*H*W)
+        k = layer.params["kernel"].reshape(-1, layer.filters, layer.in_channels)   # the K_ij (F, C)
+        dz = np.empty((k.shape[0] * layer.filters, xf.shape[1]), np.float32)      # the dY_ij stacked
 
         def products():
             for o in range(len(k)):
-                x2 @ k[o].T
-            dz @ k.reshape(-1, layer.in_channels), dz.T @ x2
+                k[o] @ xf
+            dz @ xf.T, k.reshape(-1, layer.in_channels).T @ dz
         return median_time(products, repeat)[0]
     return 0.0
 
@@ -63,8 +72,10 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (8, 128, 128, 16)
-    x = rng.standard_normal(shape).astype(np.float32)
-    layers = [("Conv2D 3x3 16->16", Conv2D(16, 16, 3, rng=0)), ("Conv2D 1x1 16->2", Conv2D(16, 2, 1, rng=0)),
+    x = as_planes(rng.standard_normal(shape).astype(np.float32))
+    layers = [("Conv2D 3x3 16->16", Conv2D(16, 16, 3, rng=0)),
+              ("Conv2D 3x3 16->16 + ReLU", Conv2D(16, 16, 3, activation="relu", rng=0)),
+              ("Conv2D 1x1 16->2", Conv2D(16, 2, 1, rng=0)),
               ("ConvTranspose2D 2x2/2 16->16", ConvTranspose2D(16, 16, 2, 2, rng=0)),
               ("MaxPool2D 2x2/2", MaxPool2D(2)), ("UpSampling2D 2x", UpSampling2D(2)), ("ReLU", ReLU()),
               ("Sigmoid", Sigmoid()), ("Softmax", Softmax()), ("Concatenate 16+16", Concatenate())]
@@ -76,7 +87,7 @@ def main():
     for name, layer in layers:
         inp = [x, x] if isinstance(layer, Concatenate) else x
         y = layer.forward(inp)
-        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dy = as_planes(rng.standard_normal(y.shape).astype(np.float32))
 
         def step(layer=layer, inp=inp, dy=dy):
             layer.forward(inp)

@@ -14,7 +14,8 @@ X_i (kw*C, N*Ho*Wo) (``im2col.widened``). With K_i = K[i] (kw*C, F)::
     dx = dy correlated with K flipped in space, channels swapped: the same products
     db = dY @ 1                                     (plane sums, as a product)
 
-Y (F, pixels) is the output's planes: each block is written in place, with the bias.
+Y (F, pixels) is the output's planes: each block is written in place, with the bias
+(and the ReLU, for ``activation="relu"``).
 
 ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
 convolution's input gradient, its backward pass a convolution's forward pass.
@@ -30,8 +31,8 @@ the backward pass with one product for all kh*kw offsets: the dY_ij stacked
 Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
-from .base import Layer, initialize, zeros
 from . import layout
+from .base import Layer, initialize, zeros
 from .im2col import add_shifted, shifted, widened
 from .layout import flat_planes, planes
 from .scratch import scratch

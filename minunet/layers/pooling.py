@@ -19,6 +19,13 @@ from .conv import _pair
 from .im2col import strided
 
 
+def _window_slices(window, stride, ho, wo):
+    """For each offset (i, j) inside a window, row-major, the strided slice of the larger
+    array that offset meets across all Ho x Wo windows: rows i, i + s, ..., likewise columns."""
+    (ph, pw), (sh, sw) = window, stride
+    return [(slice(None), strided(i, ho, sh), strided(j, wo, sw)) for i in range(ph) for j in range(pw)]
+
+
 class MaxPool2D(Layer):
     """Max pooling, NHWC; strides default to pool_size, as in Keras."""
 
@@ -32,16 +39,11 @@ class MaxPool2D(Layer):
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         return (n, (h - ph) // sh + 1, (w - pw) // sw + 1, c)
 
-    def _windows(self, ho, wo):
-        """For each offset (i, j) inside the window, row-major, the strided slice it reads."""
-        (ph, pw), (sh, sw) = self.pool_size, self.strides
-        return [(slice(None), strided(i, ho, sh), strided(j, wo, sw)) for i in range(ph) for j in range(pw)]
-
     def forward(self, x):
         self._check_input(x, min_size=self.pool_size)
         xp = get_array_module(x)
         shape = self.output_shape(x.shape)
-        windows = self._windows(*shape[1:3])
+        windows = _window_slices(self.pool_size, self.strides, *shape[1:3])
         y = layout.empty(shape, x.dtype, xp)                      # (N, Ho, Wo, C)
         y[...] = x[windows[0]]
         for w in windows[1:]:
@@ -54,7 +56,8 @@ class MaxPool2D(Layer):
         xp = get_array_module(dy)
         dx = layout.zeros(x.shape, dy.dtype, xp)
         taken = xp.zeros_like(y, dtype=bool)                     # window's arg-max already found
-        for w in self._windows(*dy.shape[1:3]):                  # row-major: the first maximum wins
+        windows = _window_slices(self.pool_size, self.strides, *dy.shape[1:3])
+        for w in windows:                                        # row-major: the first maximum wins
             first = xp.greater(x[w] == y, taken)                 # a maximum, and none before it
             taken |= first
             dx[w] += dy * first                                  # dy goes to the arg-max only
@@ -72,16 +75,11 @@ class UpSampling2D(Layer):
         n, h, w, c = input_shape
         return (n, h * self.size[0], w * self.size[1], c)
 
-    def _blocks(self, h, w):
-        """For each offset (i, j) inside an s x s block, the strided slice of the output it fills."""
-        sh, sw = self.size
-        return [(slice(None), strided(i, h, sh), strided(j, w, sw)) for i in range(sh) for j in range(sw)]
-
     def forward(self, x):
         self._check_input(x)
         xp = get_array_module(x)
         y = layout.empty(self.output_shape(x.shape), x.dtype, xp)
-        for b in self._blocks(*x.shape[1:3]):
+        for b in _window_slices(self.size, self.size, *x.shape[1:3]):
             y[b] = x
         return y
 
@@ -89,7 +87,7 @@ class UpSampling2D(Layer):
         xp = get_array_module(dy)
         n, ho, wo, c = dy.shape
         sh, sw = self.size
-        blocks = self._blocks(ho // sh, wo // sw)
+        blocks = _window_slices(self.size, self.size, ho // sh, wo // sw)
         dx = layout.empty((n, ho // sh, wo // sw, c), dy.dtype, xp)
         dx[...] = dy[blocks[0]]
         for b in blocks[1:]:                                     # dx sums dy over each block
