@@ -224,7 +224,7 @@ class ConvTranspose2D(Layer):
         y = layout.empty(shape, x.dtype, xp)
         yp = planes(y)                                                        # (F, Ho, N, Wo)
         yp[...] = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else 0
-        product = scratch("product", (f, h, n, w), x.dtype, xp)          # (F, H, N, W)
+        product = scratch("product", (f, h, n, w), x.dtype, xp)               # (F, H, N, W)
         for i in range(kh):
             for j in range(kw):                                               # col2im: y[window ij] += K_ij X
                 xp.matmul(k[i, j], xf, out=product.reshape(f, -1))
@@ -251,6 +251,6 @@ class ConvTranspose2D(Layer):
         if "bias" in self.params:
             dbias = self._grad_buffer("bias", dy.dtype)
             self._store_grad("bias", _plane_sums(flat_planes(dy), dbias))
-        dx = layout.empty(x.shape, dy.dtype, xp)
-        xp.matmul(k.T, dz, out=flat_planes(dx))                               # dX = sum_ij K_ij^T dY_ij
-        return dx
+        dx = xp.empty((c, h, n, w), dtype=dy.dtype)                           # dX's planes
+        xp.matmul(k.T, dz, out=dx.reshape(c, -1))                             # dX = sum_ij K_ij^T dY_ij
+        return layout.nhwc(dx)
