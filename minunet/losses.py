@@ -73,10 +73,10 @@ def softmax_cross_entropy(logits, target, class_weights=None):
     return per_pixel.sum() / pixels, _as_logits(dz / pixels, logits)
 
 
-def _as_logits(planes_, logits):
-    """(K, pixels) planes back to an NHWC array shaped like the logits."""
+def _as_logits(p, logits):
+    """p, a (K, pixels) matrix of class planes, as an NHWC array shaped like the logits."""
     n, h, w, k = logits.shape
-    return nhwc(planes_.reshape(k, h, n, w))
+    return nhwc(p.reshape(k, h, n, w))
 
 
 def sigmoid_cross_entropy(logits, target, class_weights=None):
