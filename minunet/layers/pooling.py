@@ -54,13 +54,26 @@ class MaxPool2D(Layer):
     def backward(self, dy):
         x, y = self._cache
         xp = get_array_module(dy)
-        dx = layout.zeros(x.shape, dy.dtype, xp)
+        n, h, w, _ = x.shape
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        _, ho, wo, _ = dy.shape
+        tiled = (sh, sw) == (ph, pw)        # windows side by side: each pixel in one window at most
+        if tiled:                           # so dx is written once, window by window
+            dx = layout.empty(x.shape, dy.dtype, xp)
+            dx[:, ho * sh :] = 0            # rows and columns the floor rule leaves out
+            dx[:, :, wo * sw :] = 0
+        else:
+            dx = layout.zeros(x.shape, dy.dtype, xp)
         taken = xp.zeros_like(y, dtype=bool)                     # window's arg-max already found
-        windows = _window_slices(self.pool_size, self.strides, *dy.shape[1:3])
-        for w in windows:                                        # row-major: the first maximum wins
-            first = xp.greater(x[w] == y, taken)                 # a maximum, and none before it
+        first = xp.empty_like(y, dtype=bool)
+        for win in _window_slices(self.pool_size, self.strides, ho, wo):   # row-major: the first maximum wins
+            xp.equal(x[win], y, out=first)
+            xp.greater(first, taken, out=first)                 # a maximum, and none before it
             taken |= first
-            dx[w] += dy * first                                  # dy goes to the arg-max only
+            if tiled:
+                xp.multiply(dy, first, out=dx[win])             # dy goes to the arg-max only
+            else:
+                dx[win] += dy * first
         return dx
 
 
