@@ -25,15 +25,17 @@ Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
     y[window ij] += K_ij @ X                         X: (C, N*H*W)
     dX = sum_ij K_ij^T @ dY_ij     dK_ij = dY_ij @ X^T     dY_ij = shifted(dy, i, j, stride s)
 
-the backward pass with one product for all kh*kw offsets: the dY_ij stacked
-(kh*kw*F, N*H*W), the K_ij too (kh*kw*F, C).
+each pass with one product for all kh*kw offsets: the K_ij stacked (kh*kw*F, C) give
+all the K_ij @ X at once, and with the dY_ij stacked (kh*kw*F, N*H*W), all the dK_ij.
+When the windows tile the output (kernel_size == strides, the U-Net's 2x2 stride 2),
+each output pixel comes from one window: y[window ij] = K_ij @ X + b, written once.
 
 Gradients are written into the same ``grads`` arrays at every step.
 """
 from ..backend import DEFAULT_DTYPE, get_array_module
 from . import layout
 from .base import Layer, initialize, zeros
-from .im2col import add_shifted, shifted, widened
+from .im2col import add_shifted, shifted, strided, widened
 from .layout import flat_planes, planes
 from .scratch import scratch
 
@@ -224,14 +226,25 @@ class ConvTranspose2D(Layer):
         f = self.filters
         xf = flat_planes(x)                                                   # X (C, H*N*W)
         k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
+        s = self.strides[0]
+        z = scratch("transposed products", (kh, kw, f, h, n, w), x.dtype, xp)     # the K_ij @ X
+        xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))
+        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
         y = layout.empty(shape, x.dtype, xp)
         yp = planes(y)                                                        # (F, Ho, N, Wo)
-        yp[...] = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else 0
-        product = scratch("product", (f, h, n, w), x.dtype, xp)               # (F, H, N, W)
-        for i in range(kh):
-            for j in range(kw):                                               # col2im: y[window ij] += K_ij X
-                xp.matmul(k[i, j], xf, out=product.reshape(f, -1))
-                add_shifted(yp, product, i, j, stride=self.strides[0])
+        if (kh, kw) == self.strides:                                          # windows tile y: y[window ij] = K_ij X + b
+            for i in range(kh):
+                for j in range(kw):
+                    window = yp[:, strided(i, h, s), :, strided(j, w, s)]
+                    if bias is None:
+                        window[...] = z[i, j]
+                    else:
+                        xp.add(z[i, j], bias, out=window)
+        else:                                                                 # windows overlap: col2im
+            yp[...] = 0 if bias is None else bias
+            for i in range(kh):
+                for j in range(kw):
+                    add_shifted(yp, z[i, j], i, j, stride=s)
         self._cache = x
         return y
 
