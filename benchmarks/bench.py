@@ -137,7 +137,7 @@ def worker_minunet(base, mode, args):
 
     def train():
         _, d = loss_fn(model.forward(x), t)
-        model.backward(d)
+        model.backward(d, input_gradient=False)     # as in PyTorch and Keras: no dL/dx for the images
         step_fn(model.grads)
 
     def infer():

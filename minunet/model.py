@@ -26,10 +26,10 @@ FORMAT = "minunet"
 FORMAT_VERSION = 1
 
 
-def _backward(layer, dy):
+def _backward(layer, dy, **options):
     """layer.backward(dy), then drop what its forward kept: the network's activations are
     freed level by level as the backward pass leaves them, not at the next forward."""
-    dx = layer.backward(dy)
+    dx = layer.backward(dy, **options)
     layer._cache = None
     return dx
 
@@ -49,10 +49,9 @@ class ConvBlock:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = _backward(layer, dy)
-        return dy
+    def backward(self, dy, input_gradient=True):
+        conv1, conv2 = self.layers
+        return _backward(conv1, _backward(conv2, dy), input_gradient=input_gradient)
 
 
 class UNet:
@@ -180,9 +179,11 @@ class UNet:
             yield f"dec{self.depth - k}", x
         yield "head", self.head.forward(x)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_gradient=True):
         """Back-propagate dL/dlogits through the net; fills ``grads``; returns dL/dx.
-        Frees the activations the forward pass kept, so it runs once per forward."""
+        Frees the activations the forward pass kept, so it runs once per forward.
+        ``input_gradient=False`` returns None and skips dL/dx, the first convolution's
+        last product (a training step, as in Keras and PyTorch, has no use for it)."""
         if self.head._cache is None:
             raise ValueError("UNet.backward: no forward pass to go back through; call model.forward(x) "
                              "(with training=True) before each backward")
@@ -196,7 +197,7 @@ class UNet:
         for block, pool, dskip in zip(reversed(self.down), reversed(self.pools), reversed(dskips)):
             dx = _backward(pool, dx)
             dx += dskip                                        # the skip's gradient joins the pool's
-            dx = block.backward(dx)
+            dx = block.backward(dx, input_gradient=input_gradient or block is not self.down[0])
         return dx
 
     def activation(self, logits):

@@ -6,7 +6,7 @@ checkpoints, early stopping and a learning-rate schedule.
                   callbacks=[ModelCheckpoint("out"), EarlyStopping(patience=5)])
 
 One step: logits = model.forward(x); loss, dlogits = loss_fn(logits, y);
-model.backward(dlogits); optimizer.step(model.grads).
+model.backward(dlogits, input_gradient=False); optimizer.step(model.grads).
 
 Ctrl-C is caught between two steps (never inside one): the callbacks save a
 checkpoint of that exact point (mid-epoch included) and ``fit`` returns with
@@ -224,7 +224,7 @@ def fit(model, optimizer, train, val=None, epochs=100, batch_size=8, loss="ce", 
                     bar.close()
                     raise FloatingPointError(f"fit: the loss became {float(value)} at epoch {epoch + 1}, batch {i + 1}; "
                                              f"lower the learning rate (now {optimizer.lr:g})")
-                model.backward(dlogits)
+                model.backward(dlogits, input_gradient=False)
                 optimizer.step(model.grads)
                 state["batch"] = i + 1
                 state["loss_sum"] += float(value) * len(x)

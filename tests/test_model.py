@@ -101,6 +101,22 @@ def test_backward_frees_the_activations_and_needs_a_forward_first():
         model.backward(d)
 
 
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
+    """input_gradient=False (what fit does) skips dL/dx only: every parameter gradient is
+    bit for bit the one of a full backward pass, and the activations are freed all the same."""
+    model = minunet.UNet(depth=2, base_filters=3, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype(np.float32)
+    _, d = losses.softmax_cross_entropy(model.forward(x), np.random.default_rng(1).integers(0, 2, (2, 8, 8)))
+    dx = model.backward(d)
+    full = {k: g.copy() for k, g in model.grads.items()}
+    model.forward(x)
+    assert model.backward(d, input_gradient=False) is None
+    assert all(layer._cache is None for layer in model.layers)
+    for k, g in model.grads.items():
+        np.testing.assert_array_equal(g, full[k], err_msg=k)
+    assert dx.shape == x.shape and np.abs(dx).sum() > 0
+
+
 # ----------------------------------------------------------------- optimizers
 def test_adam_step_equals_closed_form():
     p = {"w": np.array([1.0, -2.0, 3.0])}

@@ -99,7 +99,9 @@ class Conv2D(Layer):
         self._cache = (x, y)        # y, for the ReLU's mask, is the next layer's input: kept anyway
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_gradient=True):
+        """Fills ``grads`` and returns dL/dx; with ``input_gradient=False`` returns None
+        without computing dx (the network's first layer: nothing trains its input)."""
         x, y = self._cache
         xp = get_array_module(dy)
         kh, kw = self.kernel_size
@@ -116,6 +118,8 @@ class Conv2D(Layer):
 
         dkernel = self._grad_buffer("kernel", dy.dtype)
         self._store_grad("kernel", _kernel_gradient(planes(x), dy_planes, self._pads(), dkernel))
+        if not input_gradient:
+            return None
 
         # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
         # it comes out x's size. The product needs K'_i^T (C, kw*F): a copy of whole rows
