@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from minunet.layers import Conv2D
-from minunet.layers.im2col import widened
+from minunet.layers.im2col import stacked_rows, widened
 from minunet.layers.layout import planes
 
 N, SIZE, DEPTH = 8, 128, 5
@@ -45,13 +45,16 @@ def best_time(fn, repeat):
     return min(times)
 
 
-def conv_products(layer, x, dy):
+def conv_products(layer, x, dy, input_gradient=True):
     """(forward, backward): two functions that repeat the products ``layer`` (a Conv2D) makes
-    on (x, dy), on widened blocks prepared beforehand as the layer prepares them."""
+    on (x, dy), on widened blocks prepared beforehand as the layer prepares them (the kernel
+    rows stacked as ``stacked_rows`` says); dX's products only with ``input_gradient``."""
     n, h, w, c = x.shape
     (kh, kw), f = layer.kernel_size, layer.filters
-    kt = layer.params["kernel"].reshape(kh, kw * c, f).transpose(0, 2, 1)             # K_i^T
+    s, sd = stacked_rows(kh, kw, c), stacked_rows(kh, kw, f)                          # kernel rows per product
+    kt = layer.params["kernel"].reshape(kh // s, s * kw * c, f).transpose(0, 2, 1)    # K_g^T
     flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
+    flipped = flipped.reshape(kh // sd, sd, c, kw * f).transpose(0, 2, 1, 3).reshape(kh // sd, c, sd * kw * f)
     ho, wo = dy.shape[1:3]
     dy_planes = np.ascontiguousarray(planes(dy))
     x_blocks = [(xw.copy(), dy_planes[:, rows].reshape(f, -1).T, (rows.stop - rows.start) * n * wo)
@@ -61,25 +64,25 @@ def conv_products(layer, x, dy):
 
     def forward():
         for xw, _, m in x_blocks:
-            for i in range(kh):
-                kt[i] @ xw[:, i * n * wo : i * n * wo + m]                  # Y += K_i^T X_i
+            for g in range(kh // s):
+                kt[g] @ xw[:, g * s * n * wo : g * s * n * wo + m]          # Y += K_g^T X_g
 
     def backward():
         for xw, dyt, m in x_blocks:
-            for i in range(kh):
-                xw[:, i * n * wo : i * n * wo + m] @ dyt                    # dK_i = X_i dY^T
-        for dw, m in dy_blocks:
-            for i in range(kh):
-                flipped[i] @ dw[:, i * n * w : i * n * w + m]               # dX += K'_i^T D_i
+            for g in range(kh // s):
+                xw[:, g * s * n * wo : g * s * n * wo + m] @ dyt            # dK_g = X_g dY^T
+        for dw, m in dy_blocks if input_gradient else ():
+            for g in range(kh // sd):
+                flipped[g] @ dw[:, g * sd * n * w : g * sd * n * w + m]     # dX += K'_g^T D_g
 
     return forward, backward
 
 
-def products_time(h, c, f, repeat, rng):
+def products_time(h, c, f, repeat, rng, input_gradient=True):
     """(forward, backward) seconds of one layer's products."""
     x = rng.standard_normal((N, h, h, c)).astype(np.float32)
     dy = rng.standard_normal((N, h, h, f)).astype(np.float32)
-    forward, backward = conv_products(Conv2D(c, f, 3, rng=0), x, dy)
+    forward, backward = conv_products(Conv2D(c, f, 3, rng=0), x, dy, input_gradient)
     return best_time(forward, repeat), best_time(backward, repeat)
 
 
@@ -89,7 +92,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    times = [products_time(h, c, f, args.repeat, rng) for h, c, f in conv_shapes(args.base)]
+    # a training step skips the first layer's input gradient (UNet.backward(..., input_gradient=False))
+    times = [products_time(h, c, f, args.repeat, rng, input_gradient=k > 0)
+             for k, (h, c, f) in enumerate(conv_shapes(args.base))]
     fwd, bwd = sum(t[0] for t in times), sum(t[1] for t in times)
     print(f"depth {DEPTH}, base {args.base}, {SIZE}x{SIZE}, batch {N}: the 3x3 convolutions' products alone take "
           f"{1e3 * fwd:.0f} ms forward (inference) and {1e3 * (fwd + bwd):.0f} ms for a training step "

@@ -41,16 +41,28 @@ def away_from_zero(shape, seed):
     return x + 0.1 * np.sign(x)
 
 
+@contextlib.contextmanager
+def kernel_rows_stacked(stacked):
+    """Conv2D with its kernel rows stacked into one product (``im2col.stacked_rows``), as for
+    inputs of few channels, or never stacked, as for wide ones: whatever the test's channels."""
+    saved, im2col.NARROW = im2col.NARROW, (10**9 if stacked else 0)
+    try:
+        yield
+    finally:
+        im2col.NARROW = saved
+
+
 # ---------------------------------------------------------------------- gradients
 @given(nhwc(), st.integers(1, 5), st.sampled_from([1, 2, 3, 5]), st.sampled_from(["same", "valid"]),
-       st.booleans(), st.sampled_from([None, "relu"]))
-def test_conv2d_gradients(spec, filters, k, padding, use_bias, activation):
+       st.booleans(), st.sampled_from([None, "relu"]), st.booleans())
+def test_conv2d_gradients(spec, filters, k, padding, use_bias, activation, stacked):
     shape, seed = spec
     if padding == "valid" and min(shape[1:3]) < k:
         return
     layer = randomize_biases(Conv2D(shape[3], filters, k, padding, use_bias, activation, dtype=F64, rng=seed),
                              seed, scale=1.0)
-    report = check_layer(layer, normal(shape, seed), seed=seed)
+    with kernel_rows_stacked(stacked):
+        report = check_layer(layer, normal(shape, seed), seed=seed)
     assert set(report.errors) == {"x", "kernel"} | ({"bias"} if use_bias else set())
     assert report.max_error < TOL, str(report)
 
@@ -137,7 +149,9 @@ def test_conv2d_equals_loop_reference(spec, filters, k, padding):
     layer = randomize_biases(Conv2D(shape[3], filters, k, padding, dtype=F64, rng=seed), seed, scale=1.0)
     x = normal(shape, seed)
     expected = reference.conv2d(x, layer.params["kernel"], layer.params["bias"], padding)
-    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+    for stacked in (False, True):
+        with kernel_rows_stacked(stacked):
+            np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
 
 
 @given(nhwc(max_size=5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
@@ -175,8 +189,8 @@ def row_blocks_of_one():
 
 
 @given(nhwc(max_size=8), st.integers(1, 4), st.sampled_from([(1, 1), (3, 3), (2, 3), (3, 2), (5, 1)]),
-       st.sampled_from(["same", "valid"]))
-def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, filters, k, padding):
+       st.sampled_from(["same", "valid"]), st.booleans())
+def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, filters, k, padding, stacked):
     shape, seed = spec
     if padding == "valid" and (shape[1] < k[0] or shape[2] < k[1]):
         return
@@ -186,7 +200,7 @@ def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, fil
     dy = normal(y.shape, seed + 1)
     dx = layer.backward(dy)
     grads = {name: g.copy() for name, g in layer.grads.items()}
-    with row_blocks_of_one():
+    with row_blocks_of_one(), kernel_rows_stacked(stacked):
         y1 = layer.forward(x)
         dx1 = layer.backward(dy)
         for name, g in grads.items():
@@ -208,6 +222,14 @@ def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel():
     assert im2col.rows_per_block(8, 3, 8 * 8 * 6144 * 4, 3 * 3 * 2048 * 1024 * 4) == 8
     # rows larger than a block: one output row at a time
     assert im2col.rows_per_block(64, 3, 16 * mb, 1024) == 1
+
+
+def test_kernel_rows_are_stacked_only_for_inputs_of_few_channels():
+    assert im2col.NARROW == 8
+    assert im2col.stacked_rows(3, 3, 1) == 3        # the network's image: one product with 9 rows, not 3 with 3
+    assert im2col.stacked_rows(3, 3, 2) == 3        # 6 rows a kernel row
+    assert im2col.stacked_rows(3, 3, 3) == 1        # 9: kh products of kw*C rows, as everywhere in the U-Net
+    assert im2col.stacked_rows(5, 1, 4) == 5
 
 
 def test_layers_reuse_gradient_arrays_and_never_return_scratch():

@@ -35,7 +35,7 @@ Gradients are written into the same ``grads`` arrays at every step.
 from ..backend import DEFAULT_DTYPE, get_array_module
 from . import layout
 from .base import Layer, initialize, zeros
-from .im2col import add_shifted, shifted, strided, widened
+from .im2col import add_shifted, shifted, stacked_rows, strided, widened
 from .layout import flat_planes, planes
 from .scratch import scratch
 
@@ -141,20 +141,23 @@ class Conv2D(Layer):
 def _correlate(x, kt, pads, out, bias=None, relu=False):
     """out[f, h, n, w] = bias[f] + sum_{i, j, c} xpad[c, h + i, n, w + j] K[i, j, c, f] on planes
     x (C, H, N, W) and out (F, Ho, N, Wo), with kt (kh, F, kw*C) holding the K_i^T. Per block
-    of output rows, Y = sum_i K_i^T @ X_i, then written into out's rows while it is still in
+    of output rows, Y = sum_i K_i^T @ X_i (one product of the K_i^T side by side when
+    ``widened`` stacks the kernel rows), then written into out's rows while it is still in
     cache: with the bias, if given (shape (F, 1, 1, 1)), then max(., 0) if ``relu``. Returns out."""
     xp = get_array_module(x)
     kh, f, kwc = kt.shape
-    _, _, n, wo = out.shape
+    c, _, n, wo = x.shape[0], *out.shape[1:]
+    s = stacked_rows(kh, kwc // c, c)                                         # kernel rows per product
+    kt = kt.reshape(kh // s, s, f, kwc).transpose(0, 2, 1, 3).reshape(kh // s, f, s * kwc)   # (kh/s, F, s*kw*C)
     row = n * wo                                                              # columns per image row
     zeros = None
-    for rows, xw in widened(x, kh, kwc // x.shape[0], pads, f):
+    for rows, xw in widened(x, kh, kwc // c, pads, f):
         m = (rows.stop - rows.start) * row
         y = scratch("correlation", (f, m), x.dtype, xp)                       # (F, rows*N*Wo)
         xp.matmul(kt[0], xw[:, :m], out=y)
         product = scratch("product", y.shape, x.dtype, xp)
-        for i in range(1, kh):
-            y += xp.matmul(kt[i], xw[:, i * row : i * row + m], out=product)
+        for g in range(1, kh // s):
+            y += xp.matmul(kt[g], xw[:, g * s * row : g * s * row + m], out=product)
         block = y.reshape(f, -1, n, wo)                                       # (F, rows, N, Wo)
         if relu:
             if bias is not None:
@@ -172,21 +175,23 @@ def _correlate(x, kt, pads, out, bias=None, relu=False):
 def _kernel_gradient(x, dy, pads, out):
     """out (kh, kw, C, F) = dL/dK from the planes x (C, H, N, W) and dy (F, Ho, N, Wo), the
     latter contiguous: dK_i = X_i @ dY^T, block by block of output rows, with X_i widened
-    again from x (not kept since the forward pass). Returns out."""
+    again from x (not kept since the forward pass); one product for all the kernel rows
+    when ``widened`` stacks them. Returns out."""
     xp = get_array_module(x)
     kh, kw, c, f = out.shape
     _, _, n, wo = dy.shape
     row = n * wo
-    dk = out.reshape(kh, kw * c, f)                                           # dK_i: (kw*C, F)
+    s = stacked_rows(kh, kw, c)                                               # kernel rows per product
+    dk = out.reshape(kh // s, s * kw * c, f)                                  # dK_g: (s*kw*C, F)
     for rows, xw in widened(x, kh, kw, pads, f):
         m = (rows.stop - rows.start) * row
         dyt = dy[:, rows].reshape(f, m).T                                     # dY^T (rows*N*Wo, F), a view
-        for i in range(kh):
-            xi = xw[:, i * row : i * row + m]                                 # X_i (kw*C, rows*N*Wo)
+        for g in range(kh // s):
+            xg = xw[:, g * s * row : g * s * row + m]                         # X_g (s*kw*C, rows*N*Wo)
             if rows.start == 0:
-                xp.matmul(xi, dyt, out=dk[i])                                 # the first block
+                xp.matmul(xg, dyt, out=dk[g])                                 # the first block
             else:                                                             # the others add on
-                dk[i] += xp.matmul(xi, dyt, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
+                dk[g] += xp.matmul(xg, dyt, out=scratch("dK_i", dk[g].shape, dk.dtype, xp))
     return out
 
 

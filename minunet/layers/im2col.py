@@ -16,7 +16,9 @@ transposed convolution uses them, and the pooling layers ``strided``.
 Conv2D uses ``widened``: the kw windows of one kernel row stacked, rows of the image
 before images, so that the kh kernel rows read kh column ranges of one matrix. That
 is kw window copies and kh products with kw*C rows, instead of kh*kw of each, and it
-is built a block of output rows at a time, small enough to stay in cache.
+is built a block of output rows at a time, small enough to stay in cache. An input of
+few channels (the network's image: kw*C = 3) has its kernel rows stacked as well, all
+kh*kw windows: one product with kh*kw*C rows instead of kh with 3 (``stacked_rows``).
 
 The padding is never built: ``span`` gives, per offset, the outputs that read real
 pixels and the input rows they read; the other rows and columns of a buffer are
@@ -27,6 +29,7 @@ from ..backend import get_array_module
 from .scratch import scratch
 
 BLOCK_BYTES = 8 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
+NARROW = 8              # fewer product rows (kw*C) than this: the kernel rows are stacked too
 
 
 def strided(i, n, stride=1):
@@ -80,49 +83,61 @@ def rows_per_block(n_rows, kh, row_bytes, kernel_bytes):
     return max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
 
 
+def stacked_rows(kh, kw, c):
+    """How many kernel rows one widened block stacks: 1, or all kh when the input has so
+    few channels that a kernel row's product would have fewer than NARROW rows (kw*C):
+    matrix products that thin run several times below the machine's rate."""
+    return kh if kw * c < NARROW else 1
+
+
 def widened(x, kh, kw, pads, out_channels):
     """im2col along the width, on planes, a block of output rows at a time.
 
     For the planes x (C, H, N, W) zero-padded by pads = (top, bottom, left, right),
     output rows Ho = H + top + bottom - kh + 1 and columns Wo = W + left + right - kw + 1,
-    yields (rows, xw) for consecutive blocks ``rows`` of output rows, where xw is a
-    (kw*C, (len(rows) + kh - 1)*N*Wo) matrix:
+    yields (rows, xw) for consecutive blocks ``rows`` of output rows, where xw is an
+    (s*kw*C, (len(rows) + kh - s)*N*Wo) matrix, s = ``stacked_rows(kh, kw, C)``:
 
-        xw[j*C + c, (r, n, w)] = xpad[c, rows.start + r, n, w + j]     r < len(rows) + kh - 1
+        xw[(i, j, c), (r, n, w)] = xpad[c, rows.start + r + i, n, w + j]       i < s
 
-    the kw planes a kernel row reads, stacked. Image rows come before images so that what
-    kernel row i reads for the block is a range of columns, X_i = xw[:, i*N*Wo : (i +
-    len(rows))*N*Wo], a (kw*C, len(rows)*N*Wo) matrix without a copy. Blocks are sized
-    by ``rows_per_block`` (the block of the output they make has ``out_channels``
-    planes); one scratch buffer serves every block. kw window copies per block, each
+    the kw planes a kernel row reads, stacked, for s kernel rows. Image rows come before
+    images so that what kernel rows g*s ... g*s + s - 1 read for the block is a range of
+    columns, X_g = xw[:, g*s*N*Wo : (g*s + len(rows))*N*Wo], an (s*kw*C, len(rows)*N*Wo)
+    matrix without a copy: kh products for s = 1, one (all of xw) for s = kh. Blocks are
+    sized by ``rows_per_block`` (the block of the output they make has ``out_channels``
+    planes); one scratch buffer serves every block. s*kw window copies per block, each
     moving whole planes.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
     c, h, n, w = x.shape
+    s = stacked_rows(kh, kw, c)
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
-    block = rows_per_block(ho, kh, n * wo * max(kw * c, out_channels) * x.itemsize,
+    block = rows_per_block(ho, kh, n * wo * max(s * kw * c, out_channels) * x.itemsize,
                            kh * kw * c * out_channels * x.itemsize)
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
-        xw = scratch("widened", (kw, c, rows.stop - start + kh - 1, n, wo), x.dtype, xp)
-        # the real input rows it reads: at least one, as no padding is a kernel high
-        lo, hi = max(start - top, 0), min(rows.stop + kh - 1 - top, h)
-        xw[:, :, : lo + top - start] = 0                                    # rows of padding
-        xw[:, :, hi + top - start :] = 0
-        for j in range(kw):
-            block_j = xw[j, :, lo + top - start : hi + top - start]         # (C, real rows, N, Wo)
-            cols = span(j, left, w, wo)
-            if cols is None:
-                block_j[...] = 0
-                continue
-            if wo == w:     # 'same': one copy of the rows, flattened, shifted by j - left pixels
-                _shift_copy(block_j, x[:, lo:hi], j - left)
-            else:
-                block_j[..., cols[0]] = x[:, lo:hi, :, cols[1]]
-            block_j[..., : cols[0].start] = 0                               # columns of padding
-            block_j[..., cols[0].stop :] = 0
-        yield rows, xw.reshape(kw * c, -1)                                  # (kw*C, (rows + kh - 1)*N*Wo)
+        extent = rows.stop - start + kh - s                                 # image rows per kernel row
+        xw = scratch("widened", (s, kw, c, extent, n, wo), x.dtype, xp)
+        for i in range(s):
+            first = start + i                                               # the padded row it starts at
+            lo = max(first - top, 0)                                        # the real input rows it reads
+            hi = max(lo, min(first + extent - top, h))
+            xw[i, :, :, : lo + top - first] = 0                             # rows of padding
+            xw[i, :, :, hi + top - first :] = 0
+            for j in range(kw):
+                block_j = xw[i, j, :, lo + top - first : hi + top - first]  # (C, real rows, N, Wo)
+                cols = span(j, left, w, wo)
+                if cols is None:
+                    block_j[...] = 0
+                    continue
+                if wo == w:     # 'same': one copy of the rows, flattened, shifted by j - left pixels
+                    _shift_copy(block_j, x[:, lo:hi], j - left)
+                else:
+                    block_j[..., cols[0]] = x[:, lo:hi, :, cols[1]]
+                block_j[..., : cols[0].start] = 0                           # columns of padding
+                block_j[..., cols[0].stop :] = 0
+        yield rows, xw.reshape(s * kw * c, -1)                              # (s*kw*C, (rows + kh - s)*N*Wo)
 
 
 def _shift_copy(out, x, shift):
