@@ -236,7 +236,7 @@ class ConvTranspose2D(Layer):
         xf = flat_planes(x)                                                   # X (C, H*N*W)
         k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
         s = self.strides[0]
-        z = scratch("transposed products", (kh, kw, f, h, n, w), x.dtype, xp)     # the K_ij @ X
+        z = scratch("transposed windows", (kh, kw, f, h, n, w), x.dtype, xp)      # the K_ij @ X
         xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))
         bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
         y = layout.empty(shape, x.dtype, xp)
