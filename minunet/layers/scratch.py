@@ -9,8 +9,7 @@ a larger shape is asked for. So the pool holds, per name, the largest such buffe
 process has needed. Conv2D's are widened blocks of about 8 MB (``im2col.rows_per_block``;
 larger where the kernel is: 18 MB at the bottom of the U-Net at base 64), their products
 and one kernel row's gradient; ConvTranspose2D's, one for both passes, is as large as its
-output. For the
-depth-5 U-Net at base 64 and batch 8 the pool holds 72 MB.
+output. For the depth-5 U-Net at base 64 and batch 8 the pool holds 72 MB.
 
 A scratch array is valid until the next request for the same name: it never leaves
 the call that asked for it (layer outputs, caches and gradients are always arrays of
