@@ -28,7 +28,7 @@ the batch, and use only slicing: the same code on NumPy and CuPy.
 from ..backend import get_array_module
 from .scratch import scratch
 
-BLOCK_BYTES = 8 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
+BLOCK_BYTES = 6 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
 NARROW = 8              # fewer product rows (kw*C) than this: the kernel rows are stacked too
 
 

@@ -6,7 +6,7 @@ training step of a depth-5 U-Net would allocate a few GB of intermediates that w
 Instead a layer asks for ``scratch(name, shape, dtype, xp)``: a view into one buffer
 per (name, array module, dtype), kept between calls and replaced by a larger one when
 a larger shape is asked for. So the pool holds, per name, the largest such buffer the
-process has needed. Conv2D's are widened blocks of about 8 MB (``im2col.rows_per_block``;
+process has needed. Conv2D's are widened blocks of about 6 MB (``im2col.rows_per_block``;
 larger where the kernel is: 18 MB at the bottom of the U-Net at base 64), their products
 and one kernel row's gradient; ConvTranspose2D's, one for both passes, is as large as its
 output. For the depth-5 U-Net at base 64 and batch 8 the pool holds 72 MB.
