@@ -216,8 +216,11 @@ def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, fil
 def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel():
     mb = 1 << 20
     assert im2col.BLOCK_BYTES == 6 * mb
-    # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 6 MB blocks, 30 + 2 rows
-    assert im2col.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4) == 30
+    # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 6 MB hold 30 + 2 rows,
+    # so 5 blocks, of 26 rows each (the last 24), not four of 30 and one of 8
+    assert im2col.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4) == 26
+    # level 2, 16 -> 32 channels: 62 + 2 rows would fit; two blocks of 32 rows, not 62 and 2
+    assert im2col.rows_per_block(64, 3, 8 * 64 * 48 * 4, 3 * 3 * 16 * 32 * 4) == 32
     # the bridge at base 64: 8 x 8 pixels x 6144 floats a row, a 75 MB kernel: one block for all 8 rows
     assert im2col.rows_per_block(8, 3, 8 * 8 * 6144 * 4, 3 * 3 * 2048 * 1024 * 4) == 8
     # rows larger than a block: one output row at a time

@@ -77,10 +77,14 @@ def add_shifted(dx, block, i, j, stride=1):
 
 def rows_per_block(n_rows, kh, row_bytes, kernel_bytes):
     """How many output rows ``widened`` puts in a block: the block (kh - 1 rows more) is
-    about BLOCK_BYTES, to stay in cache while kh products read it, but at least as large
-    as the kernel, which every block's products read again (the bottom of the U-Net, where
-    a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block)."""
-    return max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
+    at most about BLOCK_BYTES, to stay in cache while kh products read it, but at least as
+    large as the kernel, which every block's products read again (the bottom of the U-Net,
+    where a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block). The rows are shared out
+    evenly among the blocks that takes: no short last block, which would widen its kh - 1
+    extra rows for a few rows of output."""
+    most = max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
+    blocks = -(-n_rows // most)
+    return -(-n_rows // blocks)
 
 
 def stacked_rows(kh, kw, c):
