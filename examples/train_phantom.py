@@ -19,7 +19,7 @@ for epoch in range(8):
     for x, y in data.batches(*train, batch_size=8, seed=0, epoch=epoch):
         logits = model.forward(x)                              # (8, 64, 64, 2)
         loss, dlogits = losses.ce_dice_loss(logits, y)         # loss and dL/dlogits, fused with softmax
-        model.backward(dlogits)                                # fills model.grads
+        model.backward(dlogits, input_gradient=False)          # fills model.grads (no dL/dx needed)
         optimizer.step(model.grads)                            # Adam, in place
         total += float(loss) * len(x)
     dice = metrics.dice(model.segment(test[0]), test[1])

@@ -146,7 +146,8 @@ def _correlate(x, kt, pads, out, bias=None, relu=False):
     cache: with the bias, if given (shape (F, 1, 1, 1)), then max(., 0) if ``relu``. Returns out."""
     xp = get_array_module(x)
     kh, f, kwc = kt.shape
-    c, _, n, wo = x.shape[0], *out.shape[1:]
+    c = x.shape[0]
+    _, _, n, wo = out.shape
     s = stacked_rows(kh, kwc // c, c)                                         # kernel rows per product
     kt = kt.reshape(kh // s, s, f, kwc).transpose(0, 2, 1, 3).reshape(kh // s, f, s * kwc)   # (kh/s, F, s*kw*C)
     row = n * wo                                                              # columns per image row

@@ -54,7 +54,6 @@ class MaxPool2D(Layer):
     def backward(self, dy):
         x, y = self._cache
         xp = get_array_module(dy)
-        n, h, w, _ = x.shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         _, ho, wo, _ = dy.shape
         tiled = (sh, sw) == (ph, pw)        # windows side by side: each pixel in one window at most
