@@ -117,6 +117,32 @@ def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(
     assert dx.shape == x.shape and np.abs(dx).sum() > 0
 
 
+def test_training_step_on_each_backend_gives_the_numpy_numbers(xp):
+    """A whole step (forward, loss, backward without dL/dx, Adam) on every available backend:
+    the same loss and parameters after the step as NumPy's, in float64."""
+    from minunet import backend
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 16, 1))
+    t = rng.integers(0, 2, (2, 16, 16))
+
+    def step():
+        model = minunet.UNet(depth=2, base_filters=3, dtype=np.float64, seed=0)
+        opt = Adam(model.params, lr=1e-2)
+        loss, d = losses.ce_dice_loss(model.forward(backend.xp().asarray(x)), backend.xp().asarray(t))
+        model.backward(d, input_gradient=False)
+        opt.step(model.grads)
+        assert all(backend.get_array_module(p) is backend.xp() for p in model.params.values())
+        return float(loss), {k: backend.to_numpy(p) for k, p in model.params.items()}
+
+    loss, params = step()
+    backend.use("numpy")
+    ref_loss, ref_params = step()
+    assert np.isclose(loss, ref_loss, rtol=1e-12)
+    for k, p in params.items():
+        np.testing.assert_allclose(p, ref_params[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
 # ----------------------------------------------------------------- optimizers
 def test_adam_step_equals_closed_form():
     p = {"w": np.array([1.0, -2.0, 3.0])}
