@@ -64,10 +64,11 @@ def softmax_cross_entropy(logits, target, class_weights=None):
     z = flat_planes(logits)
     pixels = z.shape[1]
     z = z - z.max(axis=0)                                    # largest logit is 0: no overflow
-    log_q = z - xp.log(xp.exp(z).sum(axis=0))
+    e = xp.exp(z)
+    s = e.sum(axis=0)                                        # (pixels,) softmax = e / s
     w = _pixel_weights(t, class_weights)
-    per_pixel = -(t * log_q).sum(axis=0)                     # (pixels,)
-    dz = xp.exp(log_q) - t                                   # softmax - one-hot
+    per_pixel = xp.log(s) - (t * z).sum(axis=0)              # -log softmax of the target class
+    dz = e / s - t                                           # softmax - one-hot
     if w is not None:
         per_pixel, dz = per_pixel * w, dz * w
     return per_pixel.sum() / pixels, _as_logits(dz / pixels, logits)
