@@ -238,7 +238,7 @@ class ConvTranspose2D(Layer):
         k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
         s = self.strides[0]
         z = scratch("transposed windows", (kh, kw, f, h, n, w), x.dtype, xp)      # the K_ij @ X
-        xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))
+        xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))   # (kh*kw*F, C) @ (C, H*N*W)
         bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
         y = layout.empty(shape, x.dtype, xp)
         yp = planes(y)                                                        # (F, Ho, N, Wo)

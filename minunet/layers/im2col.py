@@ -79,9 +79,9 @@ def rows_per_block(n_rows, kh, row_bytes, kernel_bytes):
     """How many output rows ``widened`` puts in a block: the block (kh - 1 rows more) is
     at most about BLOCK_BYTES, to stay in cache while kh products read it, but at least as
     large as the kernel, which every block's products read again (the bottom of the U-Net,
-    where a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block). The rows are shared out
-    evenly among the blocks that takes: no short last block, which would widen its kh - 1
-    extra rows for a few rows of output."""
+    where a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block). The rows are then shared
+    out evenly among as many blocks as that needs: no short last block, which would widen
+    its kh - 1 extra rows for a few rows of output."""
     most = max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
     blocks = -(-n_rows // most)
     return -(-n_rows // blocks)
