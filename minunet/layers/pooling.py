@@ -7,7 +7,9 @@ MaxPool2D, window p, stride s, Keras's 'valid' floor rule: Ho = (H - p) // s + 1
 
 Ties: the gradient goes to ONE arg-max, the first in row-major order within the
 window (top-left first), never split among equal values. MRI backgrounds are full
-of equal zeros, and a split would leak gradient into every one of them.
+of equal zeros, and a split would leak gradient into every one of them. The last
+offset of the window needs no comparison: it holds the maximum wherever no earlier
+one does (a window with a NaN, whose maximum is NaN, sends dy to its last pixel).
 
 UpSampling2D, nearest, factor s: y[n, h, w, c] = x[n, h // s, w // s, c], so dx
 sums dy over each s x s block.
@@ -65,10 +67,14 @@ class MaxPool2D(Layer):
             dx = layout.zeros(x.shape, dy.dtype, xp)
         taken = xp.zeros_like(y, dtype=bool)                     # window's arg-max already found
         first = xp.empty_like(y, dtype=bool)
-        for win in _window_slices(self.pool_size, self.strides, ho, wo):   # row-major: the first maximum wins
-            xp.equal(x[win], y, out=first)
-            xp.greater(first, taken, out=first)                 # a maximum, and none before it
-            taken |= first
+        windows = _window_slices(self.pool_size, self.strides, ho, wo)
+        for k, win in enumerate(windows):                       # row-major: the first maximum wins
+            if k < len(windows) - 1:
+                xp.equal(x[win], y, out=first)
+                xp.greater(first, taken, out=first)             # a maximum, and none before it
+                taken |= first
+            else:                                               # the last offset: wherever none before was
+                xp.logical_not(taken, out=first)                # the maximum, it is (no comparison)
             if tiled:
                 xp.multiply(dy, first, out=dx[win])             # dy goes to the arg-max only
             else:
