@@ -110,7 +110,8 @@ def widened(x, kh, kw, pads, out_channels):
     matrix without a copy: kh products for s = 1, one (all of xw) for s = kh. Blocks are
     sized by ``rows_per_block`` (the block of the output they make has ``out_channels``
     planes); one scratch buffer serves every block. s*kw window copies per block, each
-    moving whole planes.
+    moving whole planes. A 1x1 window without padding reads x itself: its blocks are
+    views of x's planes, when they are stored contiguously (the network's head), no copy.
     """
     xp = get_array_module(x)
     top, bottom, left, right = pads
@@ -119,8 +120,12 @@ def widened(x, kh, kw, pads, out_channels):
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
     block = rows_per_block(ho, kh, n * wo * max(s * kw * c, out_channels) * x.itemsize,
                            kh * kw * c * out_channels * x.itemsize)
+    itself = (kh, kw) == (1, 1) and not any(pads) and x.flags.c_contiguous
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
+        if itself:
+            yield rows, x[:, rows].reshape(c, -1)                           # (C, rows*N*W), a view
+            continue
         extent = rows.stop - start + kh - s                                 # image rows per kernel row
         xw = scratch("widened", (s, kw, c, extent, n, wo), x.dtype, xp)
         for i in range(s):
