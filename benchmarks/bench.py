@@ -147,11 +147,10 @@ def worker_minunet(base, mode, args):
     return times, {k: v / args.repeat for k, v in parts.items()}
 
 
-def worker_torch(base, mode, args):
+def torch_unet(base):
+    """The same U-Net in PyTorch (NCHW, as a PyTorch user writes it): depth 5, ``base`` filters."""
     import torch
     from torch import nn
-
-    torch.set_num_threads(os.cpu_count())
 
     def block(cin, cout):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
@@ -177,7 +176,15 @@ def worker_torch(base, mode, args):
                 x = b(torch.cat([up(x), s], 1))
             return self.head(x)
 
-    model = UNet()
+    torch.set_num_threads(os.cpu_count())
+    return UNet()
+
+
+def worker_torch(base, mode, args):
+    import torch
+    from torch import nn
+
+    model = torch_unet(base)
     opt = torch.optim.Adam(model.parameters())
     x = torch.randn(N, 1, SIZE, SIZE)
     t = torch.randint(0, 2, (N, SIZE, SIZE))
