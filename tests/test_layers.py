@@ -310,6 +310,47 @@ def test_concatenate_stores_planes_and_splits_dy_into_views():
     np.testing.assert_array_equal(db, b)
 
 
+
+def test_concatenate_reserve_takes_pieces_made_in_place_without_copying():
+    """reserve hands out views of the next output; pieces written into them (out=) are not
+    copied, any other piece is, and the values are those of np.concatenate either way."""
+    x = normal((2, 6, 5, 3), 0)
+    concat = Concatenate()
+    up_view, skip_view = concat.reserve([(2, 12, 10, 4), (2, 12, 10, 2)], F64, np)
+    up = UpSampling2D(2)
+    conv = Conv2D(3, 4, 3, dtype=F64, rng=0)
+    a = up.forward(conv.forward(x), out=up_view)
+    b = normal((2, 12, 10, 2), 1)
+    skip_view[...] = b
+    assert a is up_view
+    y = concat.forward([a, skip_view])
+    assert np.shares_memory(y, a) and np.shares_memory(y, skip_view)
+    np.testing.assert_array_equal(y, np.concatenate([up.forward(conv.forward(x)), b], axis=-1))
+    concat.reserve([(2, 12, 10, 4), (2, 12, 10, 2)], F64, np)
+    c = normal((2, 12, 10, 4), 2)                                    # not the reserved view: copied in
+    y2 = concat.forward([c, b])
+    np.testing.assert_array_equal(y2, np.concatenate([c, b], axis=-1))
+    assert concat.forward([c, b]) is not y2                          # a reservation serves one forward
+
+
+@pytest.mark.parametrize("make, x_shape", [
+    (lambda: Conv2D(3, 4, 3, activation="relu", dtype=F64, rng=0), (2, 5, 6, 3)),
+    (lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0), (2, 5, 6, 3)),
+    (lambda: UpSampling2D(2), (2, 5, 6, 3))], ids=["conv", "convT", "upsample"])
+def test_out_receives_the_output_and_a_misfit_out_is_refused(make, x_shape):
+    layer = make()
+    x = normal(x_shape, 0)
+    expected = layer.forward(x)
+    big = np.zeros(expected.shape[:3] + (expected.shape[3] + 2,))
+    out = big[..., 1 : 1 + expected.shape[3]]                        # a view inside a larger array
+    assert layer.forward(x, out=out) is out
+    np.testing.assert_array_equal(big[..., 1 : 1 + expected.shape[3]], expected)
+    assert not big[..., 0].any() and not big[..., -1].any()          # nothing written outside it
+    with pytest.raises(ValueError, match=r"out must be a numpy array of shape .* float64, received .* float32"):
+        layer.forward(x, out=out.astype(np.float32))
+    with pytest.raises(ValueError, match=r"out must be .* received \(2, 1, 1, 1\)"):
+        layer.forward(x, out=np.zeros((2, 1, 1, 1)))
+
 def test_scratch_reuses_one_buffer_per_name_and_dtype():
     from minunet.layers.scratch import scratch
 

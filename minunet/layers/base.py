@@ -11,6 +11,7 @@ as in Keras, so Keras weights map one to one.
 import numpy as np
 
 from ..backend import DEFAULT_DTYPE, asarray, get_array_module
+from . import layout
 
 
 class Layer:
@@ -43,6 +44,18 @@ class Layer:
         """Put a gradient computed by ``_grad_buffer``'s rules into ``grads[key]``."""
         if value is not self.grads[key]:
             self.grads[key][...] = value
+
+    def _output(self, shape, dtype, xp, out=None):
+        """The array forward writes its output into: a new channel-major one, or ``out``
+        (the view of a larger array, such as ``Concatenate.reserve`` hands out) once it is
+        checked to be exactly that shape and dtype."""
+        if out is None:
+            return layout.empty(shape, dtype, xp)
+        if tuple(out.shape) != tuple(shape) or out.dtype != dtype or get_array_module(out) is not xp:
+            raise ValueError(f"{type(self).__name__} '{self.name}': out must be a {xp.__name__} array of shape "
+                             f"{tuple(shape)} and dtype {np.dtype(dtype).name}, received {tuple(out.shape)} "
+                             f"{np.dtype(out.dtype).name}")
+        return out
 
     def _check_input(self, x, channels=None, min_size=1):
         """Raise one clear ValueError unless x is a floating NHWC batch that fits this layer;

@@ -86,7 +86,9 @@ class Conv2D(Layer):
             h, w = h - self.kernel_size[0] + 1, w - self.kernel_size[1] + 1
         return (n, h, w, self.filters)
 
-    def forward(self, x):
+    def forward(self, x, out=None):
+        """y = conv(x) (+ bias, ReLU), written into ``out`` if given (a view of the U-Net's
+        concatenated decoder input), else into a new array."""
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else self.kernel_size)
         xp = get_array_module(x)
         kh, kw = self.kernel_size
@@ -94,7 +96,7 @@ class Conv2D(Layer):
         kernel = self.params["kernel"].astype(x.dtype, copy=False)
         kt = kernel.reshape(kh, kw * x.shape[3], f).transpose(0, 2, 1)         # K_i^T: (F, kw*C), a view
         bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
-        y = layout.empty((n, ho, wo, f), x.dtype, xp)
+        y = self._output((n, ho, wo, f), x.dtype, xp, out)
         _correlate(planes(x), kt, self._pads(), planes(y), bias, relu=self.activation == "relu")
         self._cache = (x, y)        # y, for the ReLU's mask, is the next layer's input: kept anyway
         return y
@@ -227,7 +229,8 @@ class ConvTranspose2D(Layer):
         (kh, kw), (s, _) = self.kernel_size, self.strides
         return (n, (h - 1) * s + kh, (w - 1) * s + kw, self.filters)
 
-    def forward(self, x):
+    def forward(self, x, out=None):
+        """y = the transposed convolution of x, written into ``out`` if given, else a new array."""
         self._check_input(x, self.in_channels)
         xp = get_array_module(x)
         n, h, w, _ = x.shape
@@ -240,7 +243,7 @@ class ConvTranspose2D(Layer):
         z = scratch("transposed windows", (kh, kw, f, h, n, w), x.dtype, xp)      # the K_ij @ X
         xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))   # (kh*kw*F, C) @ (C, H*N*W)
         bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
-        y = layout.empty(shape, x.dtype, xp)
+        y = self._output(shape, x.dtype, xp, out)
         yp = planes(y)                                                        # (F, Ho, N, Wo)
         if (kh, kw) == self.strides:                                          # windows tile y: y[window ij] = K_ij X + b
             for i in range(kh):
