@@ -341,11 +341,12 @@ def test_out_receives_the_output_and_a_misfit_out_is_refused(make, x_shape):
     layer = make()
     x = normal(x_shape, 0)
     expected = layer.forward(x)
-    big = np.zeros(expected.shape[:3] + (expected.shape[3] + 2,))
-    out = big[..., 1 : 1 + expected.shape[3]]                        # a view inside a larger array
-    assert layer.forward(x, out=out) is out
-    np.testing.assert_array_equal(big[..., 1 : 1 + expected.shape[3]], expected)
-    assert not big[..., 0].any() and not big[..., -1].any()          # nothing written outside it
+    shape = expected.shape[:3] + (expected.shape[3] + 2,)
+    for big in (np.zeros(shape), layout.zeros(shape, F64, np)):     # C-ordered NHWC, or channel-major
+        out = big[..., 1 : 1 + expected.shape[3]]                    # a view inside a larger array
+        assert layer.forward(x, out=out) is out
+        np.testing.assert_array_equal(big[..., 1 : 1 + expected.shape[3]], expected)
+        assert not big[..., 0].any() and not big[..., -1].any()      # nothing written outside it
     with pytest.raises(ValueError, match=r"out must be a numpy array of shape .* float64, received .* float32"):
         layer.forward(x, out=out.astype(np.float32))
     with pytest.raises(ValueError, match=r"out must be .* received \(2, 1, 1, 1\)"):

@@ -95,7 +95,7 @@ class Conv2D(Layer):
         n, ho, wo, f = self.output_shape(x.shape)
         kernel = self.params["kernel"].astype(x.dtype, copy=False)
         kt = kernel.reshape(kh, kw * x.shape[3], f).transpose(0, 2, 1)         # K_i^T: (F, kw*C), a view
-        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
+        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1) if "bias" in self.params else None
         y = self._output((n, ho, wo, f), x.dtype, xp, out)
         _correlate(planes(x), kt, self._pads(), planes(y), bias, relu=self.activation == "relu")
         self._cache = (x, y)        # y, for the ReLU's mask, is the next layer's input: kept anyway
@@ -144,8 +144,9 @@ def _correlate(x, kt, pads, out, bias=None, relu=False):
     """out[f, h, n, w] = bias[f] + sum_{i, j, c} xpad[c, h + i, n, w + j] K[i, j, c, f] on planes
     x (C, H, N, W) and out (F, Ho, N, Wo), with kt (kh, F, kw*C) holding the K_i^T. Per block
     of output rows, Y = sum_i K_i^T @ X_i (one product of the K_i^T side by side when
-    ``widened`` stacks the kernel rows), then written into out's rows while it is still in
-    cache: with the bias, if given (shape (F, 1, 1, 1)), then max(., 0) if ``relu``. Returns out."""
+    ``widened`` stacks the kernel rows), written straight into out's rows and finished there
+    while still in cache: the bias, if given (shape (F, 1)), then max(., 0) if ``relu``.
+    Returns out."""
     xp = get_array_module(x)
     kh, f, kwc = kt.shape
     c = x.shape[0]
@@ -153,25 +154,26 @@ def _correlate(x, kt, pads, out, bias=None, relu=False):
     s = stacked_rows(kh, kwc // c, c)                                         # kernel rows per product
     kt = kt.reshape(kh // s, s, f, kwc).transpose(0, 2, 1, 3).reshape(kh // s, f, s * kwc)   # (kh/s, F, s*kw*C)
     row = n * wo                                                              # columns per image row
+    in_place = out.strides[1:] == (row * out.itemsize, wo * out.itemsize, out.itemsize)   # planes stored as planes
     zeros = None
     for rows, xw in widened(x, kh, kwc // c, pads, f):
         m = (rows.stop - rows.start) * row
-        y = scratch("correlation", (f, m), x.dtype, xp)                       # (F, rows*N*Wo)
+        if in_place:                                                          # out's rows: (F, rows*N*Wo), a view
+            y = out[:, rows].reshape(f, m)
+        else:                                                                 # out is some other view: a buffer
+            y = scratch("correlation", (f, m), x.dtype, xp)
         xp.matmul(kt[0], xw[:, :m], out=y)
         product = scratch("product", y.shape, x.dtype, xp)
         for g in range(1, kh // s):
             y += xp.matmul(kt[g], xw[:, g * s * row : g * s * row + m], out=product)
-        block = y.reshape(f, -1, n, wo)                                       # (F, rows, N, Wo)
-        if relu:
-            if bias is not None:
-                block += bias
-            if zeros is None:       # max(y, 0) against zeros that broadcast over the planes: NumPy's
-                zeros = xp.zeros(block.shape[1:], x.dtype)     # maximum with a scalar is 3x slower
-            xp.maximum(block, zeros[: block.shape[1]], out=out[:, rows])
-        elif bias is not None:
-            xp.add(block, bias, out=out[:, rows])
-        else:
-            out[:, rows] = block
+        if bias is not None:
+            y += bias
+        if relu:                    # max(y, 0) against zeros that broadcast over the planes: NumPy's
+            if zeros is None:       # maximum with a scalar is 3x slower
+                zeros = xp.zeros(m, x.dtype)
+            xp.maximum(y, zeros[:m], out=y)
+        if not in_place:
+            out[:, rows] = y.reshape(f, -1, n, wo)
     return out
 
 
