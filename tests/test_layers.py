@@ -310,7 +310,6 @@ def test_concatenate_stores_planes_and_splits_dy_into_views():
     np.testing.assert_array_equal(db, b)
 
 
-
 def test_concatenate_reserve_takes_pieces_made_in_place_without_copying():
     """reserve hands out views of the next output; pieces written into them (out=) are not
     copied, any other piece is, and the values are those of np.concatenate either way."""
@@ -351,6 +350,7 @@ def test_out_receives_the_output_and_a_misfit_out_is_refused(make, x_shape):
         layer.forward(x, out=out.astype(np.float32))
     with pytest.raises(ValueError, match=r"out must be .* received \(2, 1, 1, 1\)"):
         layer.forward(x, out=np.zeros((2, 1, 1, 1)))
+
 
 def test_scratch_reuses_one_buffer_per_name_and_dtype():
     from minunet.layers.scratch import scratch

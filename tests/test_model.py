@@ -101,7 +101,6 @@ def test_backward_frees_the_activations_and_needs_a_forward_first():
         model.backward(d)
 
 
-
 @pytest.mark.parametrize("up", ["transpose", "nearest"])
 def test_skips_and_up_samplings_are_written_into_the_decoder_input(up):
     """Each decoder level's input [up-sampled | skip] is reserved while the encoder runs:
@@ -114,6 +113,7 @@ def test_skips_and_up_samplings_are_written_into_the_decoder_input(up):
         skip = features[f"enc{k + 1}"]
         assert np.shares_memory(decoder_input, skip)
         np.testing.assert_array_equal(decoder_input[..., -skip.shape[3]:], skip)
+
 
 def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
     """input_gradient=False (what fit does) skips dL/dx only: every parameter gradient is
