@@ -29,6 +29,7 @@ from ..backend import get_array_module
 from .scratch import scratch
 
 BLOCK_BYTES = 6 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
+BLOCK_PIXELS = 4096     # but makes at least this many output pixels (the same)
 NARROW = 8              # fewer product rows (kw*C) than this: the kernel rows are stacked too
 
 
@@ -75,14 +76,18 @@ def add_shifted(dx, block, i, j, stride=1):
     return dx
 
 
-def rows_per_block(n_rows, kh, row_bytes, kernel_bytes):
+def rows_per_block(n_rows, kh, row_bytes, kernel_bytes, row_pixels):
     """How many output rows ``widened`` puts in a block: the block (kh - 1 rows more) is
     at most about BLOCK_BYTES, to stay in cache while kh products read it, but at least as
     large as the kernel, which every block's products read again (the bottom of the U-Net,
-    where a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block). The rows are then shared
-    out evenly among as many blocks as that needs: no short last block, which would widen
-    its kh - 1 extra rows for a few rows of output."""
-    most = max(1, min(n_rows, max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)))
+    where a 3x3 kernel of 2048 x 1024 is 75 MB, runs in one block), and at least
+    BLOCK_PIXELS output pixels (rows of ``row_pixels``): a wide layer's rows are large (8
+    images x 128 pixels x 384 floats is 1.5 MB), and blocks of one or two rows would widen
+    kh - 1 extra rows for each and make products too short to run at full rate. The rows
+    are then shared out evenly among as many blocks as that needs: no short last block,
+    which would widen its kh - 1 extra rows for a few rows of output."""
+    most = max(BLOCK_BYTES, kernel_bytes) // row_bytes - (kh - 1)
+    most = max(1, min(n_rows, max(most, -(-BLOCK_PIXELS // row_pixels))))
     blocks = -(-n_rows // most)
     return -(-n_rows // blocks)
 
@@ -119,7 +124,7 @@ def widened(x, kh, kw, pads, out_channels):
     s = stacked_rows(kh, kw, c)
     ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
     block = rows_per_block(ho, kh, n * wo * max(s * kw * c, out_channels) * x.itemsize,
-                           kh * kw * c * out_channels * x.itemsize)
+                           kh * kw * c * out_channels * x.itemsize, n * wo)
     itself = (kh, kw) == (1, 1) and not any(pads) and x.flags.c_contiguous
     for start in range(0, ho, block):
         rows = slice(start, min(ho, start + block))
