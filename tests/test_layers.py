@@ -213,7 +213,7 @@ def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, fil
     assert report.max_error < TOL, str(report)
 
 
-def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel_or_a_few_rows():
+def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel_or_4096_pixels():
     mb = 1 << 20
     assert (im2col.BLOCK_BYTES, im2col.BLOCK_PIXELS) == (6 * mb, 4096)
     # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 6 MB hold 30 + 2 rows,
