@@ -16,9 +16,10 @@ transposed convolution uses them, and the pooling layers ``strided``.
 Conv2D uses ``widened``: the kw windows of one kernel row stacked, rows of the image
 before images, so that the kh kernel rows read kh column ranges of one matrix. That
 is kw window copies and kh products with kw*C rows, instead of kh*kw of each, and it
-is built a block of output rows at a time, small enough to stay in cache. An input of
-few channels (the network's image: kw*C = 3) has its kernel rows stacked as well, all
-kh*kw windows: one product with kh*kw*C rows instead of kh with 3 (``stacked_rows``).
+is built a block of output rows at a time: small enough to stay in cache, large enough
+for long products (``rows_per_block``). An input of few channels (the network's image:
+kw*C = 3) has its kernel rows stacked as well, all kh*kw windows: one product with
+kh*kw*C rows instead of kh with 3 (``stacked_rows``).
 
 The padding is never built: ``span`` gives, per offset, the outputs that read real
 pixels and the input rows they read; the other rows and columns of a buffer are
@@ -29,7 +30,7 @@ from ..backend import get_array_module
 from .scratch import scratch
 
 BLOCK_BYTES = 6 << 20   # a widened block of about this size stays in cache (benchmarks/RESULTS.md)
-BLOCK_PIXELS = 4096     # but makes at least this many output pixels (the same)
+BLOCK_PIXELS = 4096     # but makes at least this many output pixels (RESULTS.md, seventh round)
 NARROW = 8              # fewer product rows (kw*C) than this: the kernel rows are stacked too
 
 
