@@ -126,8 +126,10 @@ class Conv2D(Layer):
         # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
         # it comes out x's size. The product needs K'_i^T (C, kw*F): a copy of whole rows
         # of F floats (an element-wise transpose of the kernel costs as much as the layer's
-        # products at the bottom of the U-Net).
-        flipped = xp.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
+        # products at the bottom of the U-Net), into a buffer kept between steps.
+        flipped = scratch("flipped kernel", (kh, c, kw, f), dy.dtype, xp)
+        flipped[...] = kernel[::-1, ::-1].transpose(0, 2, 1, 3)
+        flipped = flipped.reshape(kh, c, kw * f)
         dx = layout.empty(x.shape, dy.dtype, xp)
         _correlate(dy_planes, flipped, self._input_gradient_pads(h, w, ho, wo), planes(dx))
         return dx
