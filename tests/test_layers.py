@@ -215,16 +215,17 @@ def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, fil
 
 def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel_or_4096_pixels():
     mb = 1 << 20
-    assert (im2col.BLOCK_BYTES, im2col.BLOCK_PIXELS) == (6 * mb, 4096)
-    # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 6 MB hold 30 + 2 rows,
-    # so 5 blocks, of 26 rows each (the last 24), not four of 30 and one of 8
-    assert im2col.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4, 8 * 128) == 26
-    # level 2, 16 -> 32 channels: 62 + 2 rows would fit; two blocks of 32 rows, not 62 and 2
-    assert im2col.rows_per_block(64, 3, 8 * 64 * 48 * 4, 3 * 3 * 16 * 32 * 4, 8 * 64) == 32
+    assert (im2col.BLOCK_BYTES, im2col.BLOCK_PIXELS) == (12 * mb, 4096)
+    # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 12 MB hold 62 + 2 rows,
+    # so 3 blocks, of 43 rows each (the last 42), not two of 62 and one of 4
+    assert im2col.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4, 8 * 128) == 43
+    # level 2, 32 -> 32 channels: rows of 8 x 64 pixels x 96 floats; 62 + 2 rows would fit: two
+    # blocks of 32 rows, not 62 and 2
+    assert im2col.rows_per_block(64, 3, 8 * 64 * 96 * 4, 3 * 3 * 32 * 32 * 4, 8 * 64) == 32
     # the bridge at base 64: 8 x 8 pixels x 6144 floats a row, a 75 MB kernel: one block for all 8 rows
     assert im2col.rows_per_block(8, 3, 8 * 8 * 6144 * 4, 3 * 3 * 2048 * 1024 * 4, 8 * 8) == 8
     # level 2's first decoder layer at base 64, 256 -> 128 channels: rows of 8 x 64 pixels x 768
-    # floats (1.5 MB), so 6 MB would make blocks of 2 rows; 4096 pixels make 8
+    # floats (1.5 MB), so 12 MB would make blocks of 6 rows; 4096 pixels make 8
     assert im2col.rows_per_block(64, 3, 8 * 64 * 768 * 4, 3 * 3 * 256 * 128 * 4, 8 * 64) == 8
     # rows larger than a block, and of 4096 pixels or more: one output row at a time
     assert im2col.rows_per_block(64, 3, 16 * mb, 1024, 4096) == 1
