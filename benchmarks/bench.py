@@ -15,6 +15,7 @@ over all R * repeat steps (on a shared machine a slow spell then falls on every 
 Not a test: the numbers belong to the machine.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -284,13 +285,9 @@ def summarize(runs):
 
 
 def available(framework):
-    if framework == "minunet":
-        return True
-    try:
-        __import__({"torch": "torch", "keras": "keras"}[framework])
-        return True
-    except ImportError:
-        return False
+    """Whether a framework is installed, found without importing it here (importing
+    TensorFlow in the parent would print its start-up log and hold its memory)."""
+    return framework == "minunet" or importlib.util.find_spec(framework) is not None
 
 
 def main():
