@@ -29,7 +29,7 @@ the batch, and use only slicing: the same code on NumPy and CuPy.
 from ..backend import get_array_module
 from .scratch import scratch
 
-BLOCK_BYTES = 12 << 20  # a widened block's size: few halo rows and calls, in a large L3 (RESULTS.md, round 8)
+BLOCK_BYTES = 12 << 20  # a widened block of about this size: few re-widened halo rows (RESULTS.md, round 8)
 BLOCK_PIXELS = 4096     # but makes at least this many output pixels (RESULTS.md, seventh round)
 NARROW = 8              # fewer product rows (kw*C) than this: the kernel rows are stacked too
 
