@@ -44,10 +44,9 @@ class ConvBlock:
             Conv2D(filters, filters, 3, activation="relu", dtype=dtype, rng=rng, name=f"{name}/conv2"),
         ]
 
-    def forward(self, x, out=None):
-        """The block's output, written into ``out`` if given (see Concatenate.reserve)."""
+    def forward(self, x):
         conv1, conv2 = self.layers
-        return conv2.forward(conv1.forward(x), out=out)
+        return conv2.forward(conv1.forward(x))
 
     def backward(self, dy, input_gradient=True):
         conv1, conv2 = self.layers
@@ -164,28 +163,18 @@ class UNet:
         return dict(self._levels(x))
 
     def _levels(self, x):
-        """The forward pass, yielding (name, output) after each level."""
+        """The forward pass, yielding (name, output) after each level: the diagram above."""
         self.check_input(x)
-        xp = get_array_module(x)
-        skips, ups = [], []
-        decoder = zip(reversed(self.concats), reversed(self.up_blocks))     # shallowest level first
-        for k, (block, pool, (concat, up_block)) in enumerate(zip(self.down, self.pools, decoder)):
-            # this level's decoder input is [up-sampled | skip]: reserved now, so that the
-            # block writes the skip into it and the up-sampling later writes the rest (no copy)
-            n, h, w, _ = x.shape
-            f = block.layers[1].filters
-            up_view, skip_view = concat.reserve([(n, h, w, up_block.layers[0].in_channels - f), (n, h, w, f)],
-                                                x.dtype, xp)
-            x = block.forward(x, out=skip_view)
+        skips = []
+        for k, (block, pool) in enumerate(zip(self.down, self.pools)):   # encoder, shallowest level first
+            x = block.forward(x)
             yield f"enc{k + 1}", x
             skips.append(x)
-            ups.append(up_view)
             x = pool.forward(x)
         x = self.bridge.forward(x)
         yield "bridge", x
-        for k, (up, concat, block, skip, up_view) in enumerate(
-                zip(self.ups, self.concats, self.up_blocks, reversed(skips), reversed(ups))):
-            x = block.forward(concat.forward([up.forward(x, out=up_view), skip]))
+        for k, (up, concat, block) in enumerate(zip(self.ups, self.concats, self.up_blocks)):   # deepest first
+            x = block.forward(concat.forward([up.forward(x), skips.pop()]))    # [up-sampled, skip]
             yield f"dec{self.depth - k}", x
         yield "head", self.head.forward(x)
 

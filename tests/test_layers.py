@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import reference
 from minunet.gradcheck import check_layer, randomize_biases
 from minunet.layers import (Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, Sigmoid, Softmax,
-                            UpSampling2D, im2col, layout)
+                            UpSampling2D, engine, layout)
 
 TOL = 1e-6
 F64 = np.float64
@@ -43,13 +43,13 @@ def away_from_zero(shape, seed):
 
 @contextlib.contextmanager
 def kernel_rows_stacked(stacked):
-    """Conv2D with its kernel rows stacked into one product (``im2col.stacked_rows``), as for
-    inputs of few channels, or never stacked, as for wide ones: whatever the test's channels."""
-    saved, im2col.NARROW = im2col.NARROW, (10**9 if stacked else 0)
+    """Conv2D with its kernel rows stacked into one product (``engine.rows_as_channels``), as
+    for inputs of few channels, or never stacked, as for wide ones: whatever the test's channels."""
+    saved, engine.NARROW = engine.NARROW, (10**9 if stacked else 0)
     try:
         yield
     finally:
-        im2col.NARROW = saved
+        engine.NARROW = saved
 
 
 # ---------------------------------------------------------------------- gradients
@@ -179,13 +179,13 @@ def test_upsampling_equals_loop_reference(spec, size):
 
 @contextlib.contextmanager
 def row_blocks_of_one():
-    """Conv2D's widened blocks shrunk to one output row each: every block boundary,
+    """Conv2D's im2col blocks shrunk to one output row each: every block boundary,
     halo and partial sum of the blocked path runs, even on tiny images."""
-    saved, im2col.rows_per_block = im2col.rows_per_block, lambda *sizes: 1
+    saved, engine.rows_per_block = engine.rows_per_block, lambda *sizes: 1
     try:
         yield
     finally:
-        im2col.rows_per_block = saved
+        engine.rows_per_block = saved
 
 
 @given(nhwc(max_size=8), st.integers(1, 4), st.sampled_from([(1, 1), (3, 3), (2, 3), (3, 2), (5, 1)]),
@@ -215,28 +215,45 @@ def test_conv2d_in_row_blocks_matches_one_block_and_the_loop_reference(spec, fil
 
 def test_row_blocks_fit_the_cache_but_are_never_smaller_than_the_kernel_or_4096_pixels():
     mb = 1 << 20
-    assert (im2col.BLOCK_BYTES, im2col.BLOCK_PIXELS) == (12 * mb, 4096)
+    assert (engine.BLOCK_BYTES, engine.BLOCK_PIXELS) == (12 * mb, 4096)
     # level 1 at base 16: rows of 8 x 128 pixels x 48 floats, a 9 KB kernel: 12 MB hold 62 + 2 rows,
     # so 3 blocks, of 43 rows each (the last 42), not two of 62 and one of 4
-    assert im2col.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4, 8 * 128) == 43
+    assert engine.rows_per_block(128, 3, 8 * 128 * 48 * 4, 3 * 3 * 16 * 16 * 4, 8 * 128) == 43
     # level 2, 32 -> 32 channels: rows of 8 x 64 pixels x 96 floats; 62 + 2 rows would fit: two
     # blocks of 32 rows, not 62 and 2
-    assert im2col.rows_per_block(64, 3, 8 * 64 * 96 * 4, 3 * 3 * 32 * 32 * 4, 8 * 64) == 32
+    assert engine.rows_per_block(64, 3, 8 * 64 * 96 * 4, 3 * 3 * 32 * 32 * 4, 8 * 64) == 32
     # the bridge at base 64: 8 x 8 pixels x 6144 floats a row, a 75 MB kernel: one block for all 8 rows
-    assert im2col.rows_per_block(8, 3, 8 * 8 * 6144 * 4, 3 * 3 * 2048 * 1024 * 4, 8 * 8) == 8
+    assert engine.rows_per_block(8, 3, 8 * 8 * 6144 * 4, 3 * 3 * 2048 * 1024 * 4, 8 * 8) == 8
     # level 2's first decoder layer at base 64, 256 -> 128 channels: rows of 8 x 64 pixels x 768
     # floats (1.5 MB), so 12 MB would make blocks of 6 rows; 4096 pixels make 8
-    assert im2col.rows_per_block(64, 3, 8 * 64 * 768 * 4, 3 * 3 * 256 * 128 * 4, 8 * 64) == 8
+    assert engine.rows_per_block(64, 3, 8 * 64 * 768 * 4, 3 * 3 * 256 * 128 * 4, 8 * 64) == 8
     # rows larger than a block, and of 4096 pixels or more: one output row at a time
-    assert im2col.rows_per_block(64, 3, 16 * mb, 1024, 4096) == 1
+    assert engine.rows_per_block(64, 3, 16 * mb, 1024, 4096) == 1
 
 
 def test_kernel_rows_are_stacked_only_for_inputs_of_few_channels():
-    assert im2col.NARROW == 8
-    assert im2col.stacked_rows(3, 3, 1) == 3        # the network's image: one product with 9 rows, not 3 with 3
-    assert im2col.stacked_rows(3, 3, 2) == 3        # 6 rows a kernel row
-    assert im2col.stacked_rows(3, 3, 3) == 1        # 9: kh products of kw*C rows, as everywhere in the U-Net
-    assert im2col.stacked_rows(5, 1, 4) == 5
+    assert engine.NARROW == 8
+    assert engine.stacks_rows(3, 3, 1)              # the network's image: one product with 9 rows, not 3 with 3
+    assert engine.stacks_rows(3, 3, 2)              # 6 rows a kernel row
+    assert not engine.stacks_rows(3, 3, 3)          # 9: kh products of kw*C rows, as everywhere in the U-Net
+    assert engine.stacks_rows(5, 1, 4)
+    assert not engine.stacks_rows(1, 1, 2)          # one kernel row: nothing to stack (the head's input gradient)
+
+
+def test_rows_as_channels_is_the_same_correlation_with_one_kernel_row():
+    """A kh x kw correlation over C channels equals the 1 x kw correlation of rows_as_channels(x)
+    with kernel_rows_as_channels(K), padding rows built in."""
+    x = normal((2, 5, 6, 2), 0)
+    kernel = normal((3, 2, 2, 4), 1)
+    pads = (1, 1, 0, 1)
+    stacked, stacked_pads = engine.rows_as_channels(x, 3, pads)
+    assert stacked.shape == (2, 5, 6, 6) and stacked_pads == (0, 0, 0, 1)
+    np.testing.assert_array_equal(stacked[..., 2:4], x)                             # channels (i=1, c): x itself
+    np.testing.assert_array_equal(stacked[:, 0, :, :2], 0)                          # the padding row on top
+    expected = reference.conv2d(np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0))), kernel, np.zeros(4), "valid")
+    with kernel_rows_stacked(False):
+        np.testing.assert_allclose(engine.correlate(stacked, engine.kernel_rows_as_channels(kernel), stacked_pads),
+                                   expected, rtol=1e-12, atol=1e-12)
 
 
 def test_layers_reuse_gradient_arrays_and_never_return_scratch():
@@ -314,51 +331,8 @@ def test_concatenate_stores_planes_and_splits_dy_into_views():
     np.testing.assert_array_equal(db, b)
 
 
-def test_concatenate_reserve_takes_pieces_made_in_place_without_copying():
-    """reserve hands out views of the next output; pieces written into them (out=) are not
-    copied, any other piece is, and the values are those of np.concatenate either way."""
-    x = normal((2, 6, 5, 3), 0)
-    concat = Concatenate()
-    up_view, skip_view = concat.reserve([(2, 12, 10, 4), (2, 12, 10, 2)], F64, np)
-    up = UpSampling2D(2)
-    conv = Conv2D(3, 4, 3, dtype=F64, rng=0)
-    a = up.forward(conv.forward(x), out=up_view)
-    b = normal((2, 12, 10, 2), 1)
-    skip_view[...] = b
-    assert a is up_view
-    y = concat.forward([a, skip_view])
-    assert np.shares_memory(y, a) and np.shares_memory(y, skip_view)
-    np.testing.assert_array_equal(y, np.concatenate([up.forward(conv.forward(x)), b], axis=-1))
-    concat.reserve([(2, 12, 10, 4), (2, 12, 10, 2)], F64, np)
-    c = normal((2, 12, 10, 4), 2)                                    # not the reserved view: copied in
-    y2 = concat.forward([c, b])
-    np.testing.assert_array_equal(y2, np.concatenate([c, b], axis=-1))
-    assert concat.forward([c, b]) is not y2                          # a reservation serves one forward
-
-
-@pytest.mark.parametrize("make, x_shape", [
-    (lambda: Conv2D(3, 4, 3, activation="relu", dtype=F64, rng=0), (2, 5, 6, 3)),
-    (lambda: ConvTranspose2D(3, 4, 2, 2, dtype=F64, rng=0), (2, 5, 6, 3)),
-    (lambda: UpSampling2D(2), (2, 5, 6, 3))], ids=["conv", "convT", "upsample"])
-def test_out_receives_the_output_and_a_misfit_out_is_refused(make, x_shape):
-    layer = make()
-    x = normal(x_shape, 0)
-    expected = layer.forward(x)
-    shape = expected.shape[:3] + (expected.shape[3] + 2,)
-    for big in (np.zeros(shape), layout.zeros(shape, F64, np)):     # C-ordered NHWC, or channel-major
-        out = big[..., 1 : 1 + expected.shape[3]]                    # a view inside a larger array
-        assert layer.forward(x, out=out) is out
-        np.testing.assert_array_equal(big[..., 1 : 1 + expected.shape[3]], expected)
-        assert not big[..., 0].any() and not big[..., -1].any()      # nothing written outside it
-    with pytest.raises(ValueError, match=r"out must be a numpy array of shape .* float64, received .* float32"):
-        layer.forward(x, out=out.astype(np.float32))
-    with pytest.raises(ValueError, match=r"out must be .* received \(2, 1, 1, 1\)"):
-        layer.forward(x, out=np.zeros((2, 1, 1, 1)))
-
-
 def test_scratch_reuses_one_buffer_per_name_and_dtype():
-    from minunet.layers.scratch import scratch
-
+    scratch = engine.scratch
     a = scratch("test", (4, 5), np.float32, np)
     b = scratch("test", (2, 3), np.float32, np)                # smaller: a view of the same memory
     assert np.shares_memory(a, b) and b.shape == (2, 3)

@@ -19,7 +19,12 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy):
-        return dy * (self._cache > 0)
+        return relu_backward(dy, self._cache)
+
+
+def relu_backward(dy, y):
+    """dx = dy where the ReLU's output y is positive, else 0 (y > 0 exactly where x > 0)."""
+    return dy * (y > 0)
 
 
 def sigmoid(x):

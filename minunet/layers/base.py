@@ -11,7 +11,6 @@ as in Keras, so Keras weights map one to one.
 import numpy as np
 
 from ..backend import DEFAULT_DTYPE, asarray, get_array_module
-from . import layout
 
 
 class Layer:
@@ -29,33 +28,15 @@ class Layer:
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"
 
-    def _grad_buffer(self, key, dtype):
-        """The array to compute dL/d params[key] into: ``grads[key]`` itself, allocated
-        once and overwritten by every backward pass (a training step allocates no new
-        gradient arrays), unless the pass runs in another dtype than the parameter's;
-        then a temporary, which ``_store_grad`` casts into ``grads[key]``."""
+    def _grad_array(self, key):
+        """grads[key], the array the backward pass writes dL/d params[key] into: allocated
+        once, like params[key], and overwritten by every backward pass, so that a training
+        step faults in no fresh pages for its gradients (docs/READING.md, the ledger)."""
         p, g = self.params[key], self.grads.get(key)
         xp = get_array_module(p)
         if g is None or g.shape != p.shape or g.dtype != p.dtype or get_array_module(g) is not xp:
             g = self.grads[key] = xp.empty_like(p)
-        return g if g.dtype == dtype else xp.empty(p.shape, dtype=dtype)
-
-    def _store_grad(self, key, value):
-        """Put a gradient computed by ``_grad_buffer``'s rules into ``grads[key]``."""
-        if value is not self.grads[key]:
-            self.grads[key][...] = value
-
-    def _output(self, shape, dtype, xp, out=None):
-        """The array forward writes its output into: a new channel-major one, or ``out``
-        (the view of a larger array, such as ``Concatenate.reserve`` hands out) once it is
-        checked to be exactly that shape and dtype."""
-        if out is None:
-            return layout.empty(shape, dtype, xp)
-        if tuple(out.shape) != tuple(shape) or out.dtype != dtype or get_array_module(out) is not xp:
-            raise ValueError(f"{type(self).__name__} '{self.name}': out must be a {xp.__name__} array of shape "
-                             f"{tuple(shape)} and dtype {np.dtype(dtype).name}, received {tuple(out.shape)} "
-                             f"{np.dtype(out.dtype).name}")
-        return out
+        return g
 
     def _check_input(self, x, channels=None, min_size=1):
         """Raise one clear ValueError unless x is a floating NHWC batch that fits this layer;

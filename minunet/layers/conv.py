@@ -1,43 +1,26 @@
-"""Conv2D and ConvTranspose2D, as matrix products over im2col windows (see ``im2col``).
+"""Conv2D and ConvTranspose2D, each pass a few operations of ``minunet/textbook.py``.
 
-Both work on the channel planes of their NHWC arrays (``layout``): a (C, H*N*W) matrix
-per array, whose columns are the pixels in (h, n, w) order.
-
-Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F). The input
-is widened once per block of output rows: the kw planes each kernel row reads,
-stacked, so that what kernel row i reads is a range of columns of one matrix,
-X_i (kw*C, N*Ho*Wo) (``im2col.widened``). With K_i = K[i] (kw*C, F)::
+Conv2D (stride 1, a cross-correlation as in Keras), kernel K (kh, kw, C, F)::
 
     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] K[i, j, c, f]
-    Y = sum_i K_i^T @ X_i                           kh products per block of rows
-    dK_i = X_i @ dY^T                               (X_i recomputed, not kept)
-    dx = dy correlated with K flipped in space, channels swapped: the same products
-    db = dY @ 1                                     (plane sums, as a product)
+    dK = X^T @ dY         the windows of x against dy          ``kernel_gradient``
+    db = dy summed over pixels                                 ``sum_over_pixels``
+    dx = dy correlated with K flipped in space, channels swapped    ``correlate``, ``flipped``
 
-Y (F, pixels) is the output's planes: each block is written in place, with the bias
-(and the ReLU, for ``activation="relu"``).
+ConvTranspose2D is the adjoint of a strided convolution, kernel K (kh, kw, F, C) as in
+Keras's Conv2DTranspose::
 
-ConvTranspose2D is the adjoint of a strided convolution: its forward pass is a
-convolution's input gradient, its backward pass a convolution's forward pass.
-Kernel K (kh, kw, F, C), the layout Keras uses for Conv2DTranspose::
+    y[n, s*h + i, s*w + j, f] += sum_c x[n, h, w, c] K[i, j, f, c]   (+ b[f])
+    Y = col2im(X @ K^T)         each pixel of x stamps a kh x kw patch
+    dY = im2col(dy, stride s)   dx = dY @ K     dK = dY^T @ X     db = dy summed over pixels
 
-    y[n, s*h + i, s*w + j, f] += x[n, h, w, c] K[i, j, f, c]      (+ b[f])
-    y[window ij] += K_ij @ X                         X: (C, N*H*W)
-    dX = sum_ij K_ij^T @ dY_ij     dK_ij = dY_ij @ X^T     dY_ij = shifted(dy, i, j, stride s)
-
-each pass with one product for all kh*kw offsets: the K_ij stacked (kh*kw*F, C) give
-all the K_ij @ X at once, and with the dY_ij stacked (kh*kw*F, N*H*W), all the dK_ij.
-When the windows tile the output (kernel_size == strides, the U-Net's 2x2 stride 2),
-each output pixel comes from one window: y[window ij] = K_ij @ X + b, written once.
-
-Gradients are written into the same ``grads`` arrays at every step.
+How the operations are made fast is ``engine``'s business (docs/READING.md, the ledger).
 """
-from ..backend import DEFAULT_DTYPE, get_array_module
-from . import layout
+from ..backend import DEFAULT_DTYPE
+from .activations import relu_backward
 from .base import Layer, initialize, zeros
-from .im2col import add_shifted, shifted, stacked_rows, strided, widened
-from .layout import flat_planes, planes
-from .scratch import scratch
+from .engine import (col2im, correlate, flipped, im2col, kernel_gradient, pixelwise, sum_over_pixels,
+                     summed_over_pixels)
 
 
 def _pair(k, what):
@@ -86,18 +69,10 @@ class Conv2D(Layer):
             h, w = h - self.kernel_size[0] + 1, w - self.kernel_size[1] + 1
         return (n, h, w, self.filters)
 
-    def forward(self, x, out=None):
-        """y = conv(x) (+ bias, ReLU), written into ``out`` if given (a view of the U-Net's
-        concatenated decoder input), else into a new array."""
+    def forward(self, x):
+        """y = x correlated with the kernel, + bias (then max(y, 0) for activation='relu')."""
         self._check_input(x, self.in_channels, min_size=1 if self.padding == "same" else self.kernel_size)
-        xp = get_array_module(x)
-        kh, kw = self.kernel_size
-        n, ho, wo, f = self.output_shape(x.shape)
-        kernel = self.params["kernel"].astype(x.dtype, copy=False)
-        kt = kernel.reshape(kh, kw * x.shape[3], f).transpose(0, 2, 1)         # K_i^T: (F, kw*C), a view
-        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1) if "bias" in self.params else None
-        y = self._output((n, ho, wo, f), x.dtype, xp, out)
-        _correlate(planes(x), kt, self._pads(), planes(y), bias, relu=self.activation == "relu")
+        y = correlate(x, self.params["kernel"], self._pads(), self.params.get("bias"), relu=self.activation == "relu")
         self._cache = (x, y)        # y, for the ReLU's mask, is the next layer's input: kept anyway
         return y
 
@@ -105,108 +80,25 @@ class Conv2D(Layer):
         """Fills ``grads`` and returns dL/dx; with ``input_gradient=False`` returns None
         without computing dx (the network's first layer: nothing trains its input)."""
         x, y = self._cache
-        xp = get_array_module(dy)
-        kh, kw = self.kernel_size
-        _, ho, wo, f = dy.shape
-        _, h, w, c = x.shape
         kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, C, F)
-        dy_planes = planes(dy)                                                # (F, Ho, N, Wo)
         if self.activation == "relu":
-            dy_planes = dy_planes * (planes(y) > 0)                           # through the ReLU: dy [y > 0]
-        dy_planes = xp.ascontiguousarray(dy_planes)                           # a copy only if not stored so
+            dy = relu_backward(dy, y)                                         # dy where y > 0
         if "bias" in self.params:
-            dbias = self._grad_buffer("bias", dy.dtype)
-            self._store_grad("bias", _plane_sums(dy_planes.reshape(f, -1), dbias))
-
-        dkernel = self._grad_buffer("kernel", dy.dtype)
-        self._store_grad("kernel", _kernel_gradient(planes(x), dy_planes, self._pads(), dkernel))
+            self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db
+        self.grads["kernel"] = kernel_gradient(x, dy, self._pads(), self.kernel_size,
+                                               out=self._grad_array("kernel"))                   # dK = X^T dY
         if not input_gradient:
             return None
+        return correlate(dy, flipped(kernel), self._input_gradient_pads(x.shape, dy.shape))   # dx
 
-        # dx is dy correlated with K'[i, j, f, c] = K[kh-1-i, kw-1-j, c, f], padded so that
-        # it comes out x's size. The product needs K'_i^T (C, kw*F): a copy of whole rows
-        # of F floats (an element-wise transpose of the kernel costs as much as the layer's
-        # products at the bottom of the U-Net), into a buffer kept between steps.
-        flipped = scratch("flipped kernel", (kh, c, kw, f), dy.dtype, xp)
-        flipped[...] = kernel[::-1, ::-1].transpose(0, 2, 1, 3)
-        flipped = flipped.reshape(kh, c, kw * f)
-        dx = layout.empty(x.shape, dy.dtype, xp)
-        _correlate(dy_planes, flipped, self._input_gradient_pads(h, w, ho, wo), planes(dx))
-        return dx
-
-    def _input_gradient_pads(self, h, w, ho, wo):
+    def _input_gradient_pads(self, x_shape, dy_shape):
         """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
-        kh - 1 - top rows on top, and what makes Ho + top' + bottom' = H + kh - 1."""
+        kh - 1 - top rows on top and what makes Ho + top' + bottom' = H + kh - 1 (so too for
+        columns): the 'full' correlation."""
         (kh, kw), (top, _, left, _) = self.kernel_size, self._pads()
+        (h, w), (ho, wo) = x_shape[1:3], dy_shape[1:3]
         top_, left_ = kh - 1 - top, kw - 1 - left
         return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
-
-
-def _correlate(x, kt, pads, out, bias=None, relu=False):
-    """out[f, h, n, w] = bias[f] + sum_{i, j, c} xpad[c, h + i, n, w + j] K[i, j, c, f] on planes
-    x (C, H, N, W) and out (F, Ho, N, Wo), with kt (kh, F, kw*C) holding the K_i^T. Per block
-    of output rows, Y = sum_i K_i^T @ X_i (one product of the K_i^T side by side when
-    ``widened`` stacks the kernel rows), written straight into out's rows and finished there
-    while still in cache: the bias, if given (shape (F, 1)), then max(., 0) if ``relu``.
-    Returns out."""
-    xp = get_array_module(x)
-    kh, f, kwc = kt.shape
-    c = x.shape[0]
-    _, _, n, wo = out.shape
-    s = stacked_rows(kh, kwc // c, c)                                         # kernel rows per product
-    kt = kt.reshape(kh // s, s, f, kwc).transpose(0, 2, 1, 3).reshape(kh // s, f, s * kwc)   # (kh/s, F, s*kw*C)
-    row = n * wo                                                              # columns per image row
-    in_place = out.strides[1:] == (row * out.itemsize, wo * out.itemsize, out.itemsize)   # planes stored as planes
-    zeros = None
-    for rows, xw in widened(x, kh, kwc // c, pads, f):
-        m = (rows.stop - rows.start) * row
-        if in_place:                                                          # out's rows: (F, rows*N*Wo), a view
-            y = out[:, rows].reshape(f, m)
-        else:                                                                 # out is some other view: a buffer
-            y = scratch("correlation", (f, m), x.dtype, xp)
-        xp.matmul(kt[0], xw[:, :m], out=y)
-        product = scratch("product", y.shape, x.dtype, xp)
-        for g in range(1, kh // s):
-            y += xp.matmul(kt[g], xw[:, g * s * row : g * s * row + m], out=product)
-        if bias is not None:
-            y += bias
-        if relu:                    # max(y, 0) against zeros that broadcast over the planes: NumPy's
-            if zeros is None:       # maximum with a scalar is 3x slower
-                zeros = xp.zeros(m, x.dtype)
-            xp.maximum(y, zeros[:m], out=y)
-        if not in_place:
-            out[:, rows] = y.reshape(f, -1, n, wo)
-    return out
-
-
-def _kernel_gradient(x, dy, pads, out):
-    """out (kh, kw, C, F) = dL/dK from the planes x (C, H, N, W) and dy (F, Ho, N, Wo), the
-    latter contiguous: dK_i = X_i @ dY^T, block by block of output rows, with X_i widened
-    again from x (not kept since the forward pass); one product for all the kernel rows
-    when ``widened`` stacks them. Returns out."""
-    xp = get_array_module(x)
-    kh, kw, c, f = out.shape
-    _, _, n, wo = dy.shape
-    row = n * wo
-    s = stacked_rows(kh, kw, c)                                               # kernel rows per product
-    dk = out.reshape(kh // s, s * kw * c, f)                                  # dK_g: (s*kw*C, F)
-    for rows, xw in widened(x, kh, kw, pads, f):
-        m = (rows.stop - rows.start) * row
-        dyt = dy[:, rows].reshape(f, m).T                                     # dY^T (rows*N*Wo, F), a view
-        for g in range(kh // s):
-            xg = xw[:, g * s * row : g * s * row + m]                         # X_g (s*kw*C, rows*N*Wo)
-            if rows.start == 0:
-                xp.matmul(xg, dyt, out=dk[g])                                 # the first block
-            else:                                                             # the others add on
-                dk[g] += xp.matmul(xg, dyt, out=scratch("dK_i", dk[g].shape, dk.dtype, xp))
-    return out
-
-
-def _plane_sums(a, out):
-    """out = a @ 1: the sums along the rows of a 2-D array (a channel's plane each), as a
-    matrix-vector product (BLAS, several times faster than ``a.sum(axis=1)``)."""
-    xp = get_array_module(a)
-    return xp.matmul(a, xp.ones(a.shape[1], dtype=a.dtype), out=out)
 
 
 class ConvTranspose2D(Layer):
@@ -233,57 +125,21 @@ class ConvTranspose2D(Layer):
         (kh, kw), (s, _) = self.kernel_size, self.strides
         return (n, (h - 1) * s + kh, (w - 1) * s + kw, self.filters)
 
-    def forward(self, x, out=None):
-        """y = the transposed convolution of x, written into ``out`` if given, else a new array."""
+    def forward(self, x):
+        """y = col2im(X @ K^T) + b: each pixel of x stamps a kh x kw patch onto y."""
         self._check_input(x, self.in_channels)
-        xp = get_array_module(x)
-        n, h, w, _ = x.shape
         kh, kw = self.kernel_size
-        shape = self.output_shape(x.shape)
-        f = self.filters
-        xf = flat_planes(x)                                                   # X (C, H*N*W)
-        k = self.params["kernel"].astype(x.dtype, copy=False)                  # (kh, kw, F, C)
-        s = self.strides[0]
-        z = scratch("transposed windows", (kh, kw, f, h, n, w), x.dtype, xp)      # the K_ij @ X
-        xp.matmul(k.reshape(kh * kw * f, -1), xf, out=z.reshape(kh * kw * f, -1))   # (kh*kw*F, C) @ (C, H*N*W)
-        bias = self.params["bias"].astype(x.dtype, copy=False).reshape(f, 1, 1, 1) if "bias" in self.params else None
-        y = self._output(shape, x.dtype, xp, out)
-        yp = planes(y)                                                        # (F, Ho, N, Wo)
-        if (kh, kw) == self.strides:                                          # windows tile y: y[window ij] = K_ij X + b
-            for i in range(kh):
-                for j in range(kw):
-                    window = yp[:, strided(i, h, s), :, strided(j, w, s)]
-                    if bias is None:
-                        window[...] = z[i, j]
-                    else:
-                        xp.add(z[i, j], bias, out=window)
-        else:                                                                 # windows overlap: col2im
-            yp[...] = 0 if bias is None else bias
-            for i in range(kh):
-                for j in range(kw):
-                    add_shifted(yp, z[i, j], i, j, stride=s)
+        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * self.filters, -1)   # K
+        patches = pixelwise(x, kernel.T)                                      # X K^T: (N, H, W, kh*kw*F)
         self._cache = x
-        return y
+        return col2im(patches, kh, kw, self.strides[0], self.output_shape(x.shape), self.params.get("bias"))
 
     def backward(self, dy):
         x = self._cache
-        xp = get_array_module(dy)
-        n, h, w, c = x.shape
         kh, kw = self.kernel_size
-        f = self.filters
-        xf = flat_planes(x)                                                   # X (C, H*N*W)
-        k = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * f, c)   # the K_ij stacked
-        dz = scratch("transposed windows", (kh * kw, f, h, n, w), dy.dtype, xp)   # the dY_ij stacked
-        for i in range(kh):
-            for j in range(kw):
-                shifted(planes(dy), i, j, dz[i * kw + j], stride=self.strides[0])
-        dz = dz.reshape(kh * kw * f, -1)                                      # (kh*kw*F, N*H*W)
-        dkernel = self._grad_buffer("kernel", dy.dtype)
-        xp.matmul(dz, xf.T, out=dkernel.reshape(kh * kw * f, c))              # dK_ij = dY_ij X^T, all at once
-        self._store_grad("kernel", dkernel)
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
+        dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dY: (N, H, W, kh*kw*F)
+        summed_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dY^T X
         if "bias" in self.params:
-            dbias = self._grad_buffer("bias", dy.dtype)
-            self._store_grad("bias", _plane_sums(flat_planes(dy), dbias))
-        dx = xp.empty((c, h, n, w), dtype=dy.dtype)                           # dX's planes
-        xp.matmul(k.T, dz, out=dx.reshape(c, -1))                             # dX = sum_ij K_ij^T dY_ij
-        return layout.nhwc(dx)
+            self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db
+        return pixelwise(dpatches, kernel)                                    # dx = dY K
