@@ -68,6 +68,7 @@ def worker_minunet(base, mode, args):
     import minunet
     from minunet import backend, losses
     from minunet.layers import conv as conv_module
+    from minunet.layers import engine
 
     if args.backend == "cupy":
         backend.use("cupy")
@@ -123,9 +124,9 @@ def worker_minunet(base, mode, args):
     if mode == "parts":                        # a separate run: the wrappers cost time of their own
         from minunet.layers import Concatenate, Conv2D, ConvTranspose2D, MaxPool2D, ReLU, UpSampling2D
 
-        conv_module.widened = timed_generator("widened windows (im2col copies)", conv_module.widened)
-        conv_module._correlate = timed_in_phase("correlations (products + im2col)", conv_module._correlate)
-        conv_module._kernel_gradient = timed_in_phase("weight gradient (products + im2col)", conv_module._kernel_gradient)
+        engine.im2col_blocks = timed_generator("im2col blocks (window copies)", engine.im2col_blocks)
+        conv_module.correlate = timed_in_phase("correlations (products + im2col)", conv_module.correlate)
+        conv_module.kernel_gradient = timed_in_phase("weight gradient (products + im2col)", conv_module.kernel_gradient)
         Conv2D.forward = timed("Conv2D forward", Conv2D.forward, sets_phase=True)
         Conv2D.backward = timed("Conv2D backward", Conv2D.backward, sets_phase=True)
         for cls in (ConvTranspose2D, MaxPool2D, UpSampling2D, ReLU, Concatenate):

@@ -1,4 +1,4 @@
-"""Conv2D's block size (``minunet.layers.im2col.BLOCK_BYTES`` and ``BLOCK_PIXELS``) swept
+"""Conv2D's block size (``minunet.layers.engine.BLOCK_BYTES`` and ``BLOCK_PIXELS``) swept
 on the whole U-Net.
 
 Every (bytes, pixels) pair takes its turn within one process, one training step and one
@@ -17,7 +17,7 @@ import numpy as np
 
 import minunet
 from minunet import losses
-from minunet.layers import Conv2D, im2col
+from minunet.layers import Conv2D, engine
 
 N, SIZE, DEPTH = 8, 128, 5
 
@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--base", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--mb", default="4,6,8", help="BLOCK_BYTES in MB, comma-separated")
-    parser.add_argument("--pixels", default=str(im2col.BLOCK_PIXELS), help="BLOCK_PIXELS, comma-separated")
+    parser.add_argument("--pixels", default=str(engine.BLOCK_PIXELS), help="BLOCK_PIXELS, comma-separated")
     args = parser.parse_args()
     sizes = [(float(mb), int(px)) for mb in args.mb.split(",") for px in args.pixels.split(",")]
     rng = np.random.default_rng(0)
@@ -60,8 +60,8 @@ def main():
     times = {size: ([], [], []) for size in sizes}     # steps, inferences, (conv forward, backward)
     for r in range(args.rounds + 1):             # round 0 warms up every size
         for size in sizes:
-            mb, im2col.BLOCK_PIXELS = size
-            im2col.BLOCK_BYTES = int(mb * (1 << 20))
+            mb, engine.BLOCK_PIXELS = size
+            engine.BLOCK_BYTES = int(mb * (1 << 20))
             steps, infers, convs = times[size]
             conv_seconds[:] = [0.0, 0.0]
             start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The floor under minunet's convolutions: the time of their matrix products alone.
 
 For every 3x3 Conv2D of the depth-5 U-Net (128x128, batch 8), the products the layer makes
-(Y += K_i^T X_i, dK_i = X_i dY^T, dX += K'_i^T D_i, on the same widened blocks), timed with
+(Y += K_i^T X_i, dK_i = X_i dY^T, dX += K'_i^T D_i, on the same im2col blocks), timed with
 the blocks prepared beforehand: no window copies, no accumulation, no layout transposes.
 Whatever the rest of the layer does can only add to this. Best of --repeat runs.
 
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from minunet.layers import Conv2D
-from minunet.layers.im2col import stacked_rows, widened
+from minunet.layers.engine import Block, flipped, im2col_blocks, kernel_rows_as_channels, rows_as_channels, stacks_rows
 from minunet.layers.layout import planes
 
 N, SIZE, DEPTH = 8, 128, 5
@@ -47,33 +47,43 @@ def best_time(fn, repeat):
 
 def conv_products(layer, x, dy, input_gradient=True):
     """(forward, backward): two functions that repeat the products ``layer`` (a Conv2D) makes
-    on (x, dy), on widened blocks prepared beforehand as the layer prepares them (the kernel
-    rows stacked as ``stacked_rows`` says); dX's products only with ``input_gradient``."""
-    n, h, w, c = x.shape
+    on (x, dy), on im2col blocks prepared beforehand as the engine prepares them (kernel rows
+    stacked where ``stacks_rows`` says); dX's products only with ``input_gradient``."""
     (kh, kw), f = layer.kernel_size, layer.filters
-    s, sd = stacked_rows(kh, kw, c), stacked_rows(kh, kw, f)                          # kernel rows per product
-    kt = layer.params["kernel"].reshape(kh // s, s * kw * c, f).transpose(0, 2, 1)    # K_g^T
-    flipped = np.ascontiguousarray(layer.params["kernel"][::-1, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c, kw * f)
-    flipped = flipped.reshape(kh // sd, sd, c, kw * f).transpose(0, 2, 1, 3).reshape(kh // sd, c, sd * kw * f)
+    h, w = x.shape[1:3]
     ho, wo = dy.shape[1:3]
+
+    def blocks(a, kernel, pads, out_channels):
+        """[(K_i^T for each kernel row, [(X_i, the block's rows, pixels)] for each block)]."""
+        if stacks_rows(kernel.shape[0], kernel.shape[1], a.shape[3]):
+            a, pads = rows_as_channels(a, kernel.shape[0], pads)
+            kernel = kernel_rows_as_channels(kernel)
+        k_rows = np.ascontiguousarray(kernel).reshape(kernel.shape[0], -1, kernel.shape[3]).transpose(0, 2, 1)
+        made = []
+        for b in im2col_blocks(a, kernel.shape[0], kernel.shape[1], pads, out_channels):
+            b = Block(b.rows, b.widened.copy(), b.row_pixels)                # kept: the next block reuses the buffer
+            made.append(([b.kernel_row(i) for i in range(kernel.shape[0])], b.rows, b.pixels))
+        return k_rows, made
+
+    kernel = layer.params["kernel"]
+    k_rows, x_blocks = blocks(x, kernel, layer._pads(), f)
     dy_planes = np.ascontiguousarray(planes(dy))
-    x_blocks = [(xw.copy(), dy_planes[:, rows].reshape(f, -1).T, (rows.stop - rows.start) * n * wo)
-                for rows, xw in widened(planes(x), kh, kw, layer._pads(), f)]
-    dy_blocks = [(dw.copy(), (rows.stop - rows.start) * n * w)
-                 for rows, dw in widened(dy_planes, kh, kw, layer._input_gradient_pads(h, w, ho, wo), c)]
+    flip = np.ascontiguousarray(flipped(kernel))
+    flip_rows, dy_blocks = blocks(dy, flip, layer._input_gradient_pads(x.shape, dy.shape), x.shape[3])
 
     def forward():
-        for xw, _, m in x_blocks:
-            for g in range(kh // s):
-                kt[g] @ xw[:, g * s * n * wo : g * s * n * wo + m]          # Y += K_g^T X_g
+        for xs, _, _ in x_blocks:
+            for k_i, x_i in zip(k_rows, xs):
+                k_i @ x_i                                                   # Y += K_i^T X_i
 
     def backward():
-        for xw, dyt, m in x_blocks:
-            for g in range(kh // s):
-                xw[:, g * s * n * wo : g * s * n * wo + m] @ dyt            # dK_g = X_g dY^T
-        for dw, m in dy_blocks if input_gradient else ():
-            for g in range(kh // sd):
-                flipped[g] @ dw[:, g * sd * n * w : g * sd * n * w + m]     # dX += K'_g^T D_g
+        for xs, rows, m in x_blocks:
+            dyt = dy_planes[:, rows].reshape(f, m).T
+            for x_i in xs:
+                x_i @ dyt                                                   # dK_i = X_i dY^T
+        for ds, _, _ in dy_blocks if input_gradient else ():
+            for k_i, d_i in zip(flip_rows, ds):
+                k_i @ d_i                                                   # dX += K'_i^T D_i
 
     return forward, backward
 

@@ -15,7 +15,8 @@ moment arrays, keyed like ``model.params``.
 """
 from .backend import get_array_module, to_numpy
 
-CHUNK = 1 << 16  # elements updated at a time: the five arrays of a chunk (1.25 MB) stay in cache
+CHUNK = 1 << 16  # Adam updates this many elements at a time, so that its arrays' chunks stay in cache
+                 # between its passes (docs/READING.md, the ledger)
 
 
 class Optimizer:
@@ -76,21 +77,21 @@ class Adam(Optimizer):
         p, g, m, v = (a.reshape(-1) for a in (p, g, self.slots["m"][k], self.slots["v"][k]))   # flat views
         if getattr(self, "_tmp", None) is None or self._tmp.dtype != p.dtype:
             self._tmp = xp.empty(CHUNK, dtype=p.dtype)
-        for start in range(0, p.size, CHUNK):    # in cache-sized chunks, with one small temporary
-            s = slice(start, start + CHUNK)
-            pc, gc, mc, vc = p[s], g[s], m[s], v[s]
-            tmp = self._tmp[: pc.size]
-            mc *= b1                             # m <- b1 m + (1 - b1) g
-            mc += xp.multiply(gc, 1 - b1, out=tmp)
-            vc *= b2                             # v <- b2 v + (1 - b2) g^2
-            xp.multiply(gc, gc, out=tmp)
+        for start in range(0, p.size, CHUNK):    # a chunk at a time, with one small temporary
+            chunk = slice(start, start + CHUNK)
+            p_c, g_c, m_c, v_c = p[chunk], g[chunk], m[chunk], v[chunk]
+            tmp = self._tmp[: p_c.size]
+            m_c *= b1                            # m <- b1 m + (1 - b1) g
+            m_c += xp.multiply(g_c, 1 - b1, out=tmp)
+            v_c *= b2                            # v <- b2 v + (1 - b2) g^2
+            xp.multiply(g_c, g_c, out=tmp)
             tmp *= 1 - b2
-            vc += tmp
-            xp.sqrt(vc, out=tmp)                 # p <- p - alpha m / (sqrt(v) + eps)
+            v_c += tmp
+            xp.sqrt(v_c, out=tmp)                # p <- p - alpha m / (sqrt(v) + eps)
             tmp += self.epsilon
-            xp.divide(mc, tmp, out=tmp)
+            xp.divide(m_c, tmp, out=tmp)
             tmp *= alpha
-            pc -= tmp
+            p_c -= tmp
 
 
 class SGD(Optimizer):
