@@ -490,3 +490,82 @@ def test_gradients_on_each_backend(xp, make):
     x = xp.asarray(distinct((2, 6, 6, 3), 0) if isinstance(layer, MaxPool2D) else away_from_zero((2, 6, 6, 3), 0))
     report = check_layer(layer, x)
     assert report.max_error < TOL, str(report)
+
+
+# ------------------------------------------- every path of the engine = the textbook
+# Each trick of the engine (docs/READING.md, the ledger) is forced on and off here and its
+# forward and backward compared with minunet/textbook.py or the loop references.
+def close(actual, expected):
+    """Equal to 1e-10, relative to the largest entry of expected."""
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10 * scale)
+
+
+@given(nhwc(max_size=7), st.integers(1, 4), st.sampled_from([(1, 1), (3, 3), (2, 3), (5, 1)]),
+       st.sampled_from(["same", "valid"]), st.booleans(), st.booleans(), st.booleans())
+def test_every_conv2d_path_equals_the_textbook(spec, filters, k, padding, stacked, one_row_blocks, relu):
+    """Kernel rows stacked as channels or not, blocks of one output row or as sized, with or
+    without the fused ReLU: y, dx, dK and db are the textbook's."""
+    from minunet import textbook as tb
+
+    shape, seed = spec
+    if padding == "valid" and (shape[1] < k[0] or shape[2] < k[1]):
+        return
+    layer = randomize_biases(Conv2D(shape[3], filters, k, padding, activation="relu" if relu else None,
+                                    dtype=F64, rng=seed), seed, scale=1.0)
+    x = away_from_zero(shape, seed)
+    kernel, bias = layer.params["kernel"], layer.params["bias"]
+    with kernel_rows_stacked(stacked), (row_blocks_of_one() if one_row_blocks else contextlib.nullcontext()):
+        y = layer.forward(x)
+        dy = normal(y.shape, seed + 1)
+        dx = layer.backward(dy)
+    y_tb = tb.conv2d(x, kernel, bias, padding)
+    dy_tb = dy
+    if relu:
+        y_tb = tb.relu(y_tb)
+        dy_tb = tb.relu_backward(dy, y_tb)
+    dx_tb, dkernel_tb, dbias_tb = tb.conv2d_backward(dy_tb, x, kernel, padding)
+    close(y, y_tb)
+    close(dx, dx_tb)
+    close(layer.grads["kernel"], dkernel_tb)
+    close(layer.grads["bias"], dbias_tb)
+
+
+@given(nhwc(max_size=5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
+def test_every_conv_transpose2d_path_equals_the_textbook(spec, filters, k, stride):
+    """Windows that tile the output (k == stride: written once) or overlap (zeroed, then added)."""
+    from minunet import textbook as tb
+
+    shape, seed = spec
+    layer = randomize_biases(ConvTranspose2D(shape[3], filters, k, stride, dtype=F64, rng=seed), seed, scale=1.0)
+    x = normal(shape, seed)
+    y = layer.forward(x)
+    dy = normal(y.shape, seed + 1)
+    dx = layer.backward(dy)
+    kernel, bias = layer.params["kernel"], layer.params["bias"]
+    close(y, tb.conv_transpose2d(x, kernel, bias, stride))
+    dx_tb, dkernel_tb, dbias_tb = tb.conv_transpose2d_backward(dy, x, kernel, stride)
+    close(dx, dx_tb)
+    close(layer.grads["kernel"], dkernel_tb)
+    close(layer.grads["bias"], dbias_tb)
+
+
+@given(nhwc(min_size=3), st.integers(1, 3), st.integers(1, 3), st.booleans())
+def test_every_max_pool_path_equals_the_textbook_and_the_loop_reference(spec, pool, stride, ties):
+    """Tiled windows (stride = pool: dx written once) against the textbook, overlapping ones
+    (dx accumulated) against the loop reference; with ties, the first arg-max takes dy."""
+    from minunet import textbook as tb
+
+    shape, seed = spec
+    x = distinct(shape, seed)
+    if ties:
+        x = np.round(x * 3) / 3                                         # many equal values in a window
+    layer = MaxPool2D(pool, stride)
+    y = layer.forward(x)
+    dy = normal(y.shape, seed + 1)
+    dx = layer.backward(dy)
+    np.testing.assert_array_equal(y, reference.max_pool2d(x, pool, stride))
+    close(dx, reference.max_pool2d_backward(dy, x, pool, stride))    # overlapping: sums in another order
+    if stride == pool:
+        np.testing.assert_array_equal(y, tb.max_pool2d(x, pool))
+        np.testing.assert_array_equal(dx, tb.max_pool2d_backward(dy, x, pool))

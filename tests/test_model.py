@@ -176,6 +176,28 @@ def test_adam_step_equals_closed_form():
     assert opt.iterations == 2
 
 
+def test_adam_in_chunks_equals_the_textbook_rule(monkeypatch):
+    """Adam updates CHUNK elements at a time (the ledger in docs/READING.md); with chunks of 7
+    elements, which split these parameters unevenly, every parameter and moment is that of
+    the textbook's whole-array adam_update, step for step."""
+    from minunet import optim
+    from minunet import textbook as tb
+
+    monkeypatch.setattr(optim, "CHUNK", 7)
+    rng = np.random.default_rng(0)
+    params = {"k": rng.standard_normal((3, 2, 5)), "b": rng.standard_normal(4)}
+    params_tb = {name: p.copy() for name, p in params.items()}
+    opt, state = Adam(params, lr=3e-3), {}
+    for step in range(1, 4):
+        grads = {name: rng.standard_normal(p.shape) for name, p in params.items()}
+        opt.step(grads)
+        tb.adam_update(params_tb, grads, state, lr=3e-3)
+        for name in params:
+            np.testing.assert_allclose(params[name], params_tb[name], rtol=1e-12)
+            np.testing.assert_allclose(opt.slots["m"][name], state["m"][name], rtol=1e-12)
+            np.testing.assert_allclose(opt.slots["v"][name], state["v"][name], rtol=1e-12)
+
+
 def test_sgd_momentum_closed_form():
     p = {"w": np.array([1.0])}
     opt = SGD(p, lr=0.1, momentum=0.9)
