@@ -1,5 +1,6 @@
-"""Hand-written layers, each with a forward and a backward pass (NHWC, Keras names; stored as
-channel planes, see ``layout``)."""
+"""Hand-written layers, each with a forward and a backward pass (NHWC, Keras names). Each
+pass is a few operations of ``minunet/textbook.py``, computed by ``engine`` (channel planes,
+see ``layout``; docs/READING.md reads them in order)."""
 from .activations import ReLU, Sigmoid, Softmax, sigmoid, softmax
 from .base import Layer
 from .conv import Conv2D, ConvTranspose2D

@@ -6,7 +6,7 @@ plane of pixels per channel, rows before images, (C, H, N, W) in memory, and han
 out the NHWC view of it (a transpose: no copy). PyTorch's ``channels_last`` is the
 same idea the other way round (NCHW shape, NHWC memory).
 
-Why: a 3x3 convolution copies its input shifted by one pixel (``im2col.widened``)
+Why: a 3x3 convolution copies its input shifted by one pixel (``engine.im2col_blocks``)
 and multiplies matrices whose rows are whole planes. Channel-major, the copies move
 rows of W pixels and the products read and write the planes in place; channels-last,
 they would move C floats at a time and every layer would transpose its output back.
