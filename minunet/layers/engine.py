@@ -214,28 +214,26 @@ def kernel_gradient(x, dy, pads, kernel_size, out=None):
     xp = get_array_module(x)
     kh, kw = kernel_size
     c, f = x.shape[3], dy.shape[3]
-    stacked = stacks_rows(kh, kw, c)
-    if stacked:
+    if stacks_rows(kh, kw, c):                                            # as a 1 x kw kernel over kh*C channels
         x, pads = rows_as_channels(x, kh, pads)
-    rows_kh, rows_c = (1, kh * c) if stacked else (kh, c)
-    direct = out is not None and not stacked and out.dtype == dy.dtype    # the products write into out
-    dk = out.reshape(kh, kw * c, f) if direct else xp.empty((rows_kh, kw * rows_c, f), dtype=dy.dtype)   # dK_i
-    dy = xp.ascontiguousarray(planes(dy))                                 # (F, Ho, N, Wo)
-    for block in im2col_blocks(x, rows_kh, kw, pads, f):
-        dy_block = dy[:, block.rows].reshape(f, block.pixels).T           # dY^T (block pixels, F), a view
-        for i in range(rows_kh):
-            if block.rows.start == 0:
-                xp.matmul(block.kernel_row(i), dy_block, out=dk[i])       # the first block
-            else:                                                         # the others add on
-                dk[i] += xp.matmul(block.kernel_row(i), dy_block, out=scratch("dK_i", dk[i].shape, dk.dtype, xp))
-    if direct:
-        return out
-    dk = dk.reshape(rows_kh, kw, rows_c, f)
-    if stacked:
+        dk = kernel_gradient(x, dy, pads, (1, kw))                        # (1, kw, kh*C, F)
         dk = dk.reshape(kw, kh, c, f).transpose(1, 0, 2, 3)               # undo kernel_rows_as_channels
+    else:
+        dk = out if out is not None and out.dtype == dy.dtype else xp.empty((kh, kw, c, f), dtype=dy.dtype)
+        dk_rows = dk.reshape(kh, kw * c, f)                               # dK_i (kw*C, F), views
+        dy = xp.ascontiguousarray(planes(dy))                             # (F, Ho, N, Wo)
+        for block in im2col_blocks(x, kh, kw, pads, f):
+            dy_block = dy[:, block.rows].reshape(f, block.pixels).T       # dY^T (block pixels, F), a view
+            for i in range(kh):
+                if block.rows.start == 0:                                 # the first block
+                    xp.matmul(block.kernel_row(i), dy_block, out=dk_rows[i])
+                else:                                                     # the others add on
+                    partial = scratch("dK_i", dk_rows[i].shape, dk.dtype, xp)
+                    dk_rows[i] += xp.matmul(block.kernel_row(i), dy_block, out=partial)
     if out is None:
         return xp.ascontiguousarray(dk)
-    out[...] = dk
+    if dk is not out:
+        out[...] = dk
     return out
 
 
