@@ -130,7 +130,7 @@ class ConvTranspose2D(Layer):
         self._check_input(x, self.in_channels)
         kh, kw = self.kernel_size
         kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * self.filters, -1)   # K
-        patches = pixelwise(x, kernel.T)                                      # X K^T: (N, H, W, kh*kw*F)
+        patches = pixelwise(x, kernel.T, kept=True)                           # X K^T: (N, H, W, kh*kw*F)
         self._cache = x
         return col2im(patches, kh, kw, self.strides[0], self.output_shape(x.shape), self.params.get("bias"))
 

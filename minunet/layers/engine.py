@@ -18,7 +18,8 @@ What is here, and what each piece buys (measured: docs/READING.md, "The ledger")
   one product (a product with 3 rows runs far below the machine's rate).
 - ``flipped``: the kernel of the input gradient, laid out for its products.
 - ``im2col`` / ``col2im`` with a stride, ``pixelwise`` and ``summed_over_pixels``: the
-  transposed convolution's pieces, each one slice copy per kernel offset or one product.
+  transposed convolution's pieces, each one slice copy per kernel offset or one product;
+  its patches, used at once, in one ``scratch`` buffer for both passes.
 - ``scratch``: buffers kept between calls, so that a step does not fault in fresh pages.
 
 Loops run over kernel offsets and blocks of rows, never over pixels or over the batch,
@@ -257,12 +258,18 @@ def sum_over_pixels(dy, out=None):
 
 
 # ------------------------------------------------------ transposed convolution
-def pixelwise(x, matrix):
+def pixelwise(x, matrix, kept=False):
     """y[n, h, w, :] = x[n, h, w, :] @ matrix, for x (N, H, W, C) and matrix (C, K): a 1x1
-    convolution, one product (matrix^T @ X on the planes, so y is stored channel-major)."""
+    convolution, one product (matrix^T @ X on the planes, so y is stored channel-major).
+    With ``kept``, y is the ``scratch`` array "patches", valid until the next request: for
+    a result used at once, which then faults in no fresh pages."""
     xp = get_array_module(x)
-    n, h, w, c = x.shape
-    y = layout.empty((n, h, w, matrix.shape[1]), x.dtype, xp)
+    n, h, w, _ = x.shape
+    k = matrix.shape[1]
+    if kept:
+        y = layout.nhwc(scratch("patches", (k, h, n, w), x.dtype, xp))
+    else:
+        y = layout.empty((n, h, w, k), x.dtype, xp)
     xp.matmul(matrix.T, flat_planes(x), out=flat_planes(y))
     return y
 
@@ -277,11 +284,12 @@ def summed_over_pixels(a, b, out=None):
 def im2col(x, kh, kw, stride, out_hw):
     """textbook ``im2col`` with a stride and no padding: (N, Ho, Wo, kh*kw*C) with
     cols[n, h, w, (i, j, c)] = x[n, s*h + i, s*w + j, c], Ho, Wo = out_hw. One strided
-    slice copy per kernel offset."""
+    slice copy per kernel offset, into the ``scratch`` array "patches" (valid until the
+    next request: the transposed convolution's backward uses it at once)."""
     xp = get_array_module(x)
     n, _, _, c = x.shape
     ho, wo = out_hw
-    cols = layout.empty((n, ho, wo, kh * kw * c), x.dtype, xp)
+    cols = layout.nhwc(scratch("patches", (kh * kw * c, ho, n, wo), x.dtype, xp))
     cols_planes, x_planes = planes(cols).reshape(kh, kw, c, ho, n, wo), planes(x)
     for i in range(kh):
         for j in range(kw):
