@@ -10,8 +10,8 @@ are stored that way, so the next layer reads them without a copy.
 What is here, and what each piece buys (measured: docs/READING.md, "The ledger"):
 
 - ``correlate``: a convolution as kh matrix products per block of output rows, on the
-  ``im2col_blocks`` of its input, with the bias and the ReLU applied to each block while
-  it is in cache (``relu_in_place``). ``kernel_gradient``: the products of the same blocks with dy.
+  ``im2col_blocks`` of its input, with the bias and the ReLU (``relu_in_place``) applied
+  to each block while it is in cache. ``kernel_gradient``: the same blocks against dy.
 - ``im2col_blocks``: im2col one block of output rows at a time, widened along the width
   only (kw window copies, not kh*kw), padding never built, in one ``scratch`` buffer.
 - ``rows_as_channels``: for an input of few channels, the kh kernel rows stacked into
