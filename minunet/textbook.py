@@ -176,7 +176,7 @@ def conv_transpose2d_backward(dy, x, kernel, stride=2):
 
 
 # -------------------------------------------------------------------- 4. max_pool2d
-# Max pooling, window p, stride p, Keras's floor rule: Ho = (H - p) // p + 1; the last
+# Max pooling, window p = size, stride p, Keras's floor rule: Ho = (H - p) // p + 1; the last
 # H - Ho*p rows (and columns) belong to no window.
 #     y[n, h, w, c] = max_{i, j < p} x[n, p*h + i, p*w + j, c]
 # The max is the identity on its arg-max and ignores the rest, so dy goes to one pixel of
