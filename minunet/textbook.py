@@ -22,11 +22,12 @@ returns dL/d of each input, shaped like that input: dx, dkernel, dbias.
 
 Every function works on NumPy and CuPy arrays alike: it asks
 ``get_array_module(x)`` for the array module ``xp`` and calls ``xp.pad``,
-``xp.zeros``... No Python loop runs over pixels or over the batch; the only loops
-run over the kh*kw offsets of a kernel window.
+``xp.zeros``... No Python loop runs over pixels or over the batch: inside a layer, the
+only loops run over the kh*kw offsets of a kernel window.
 
-A training step, as ``examples/textbook_train.py`` runs it::
+A training step, as ``examples/textbook_train.py`` runs it, on a copy of a real model's weights::
 
+    params = {name: p.copy() for name, p in minunet.UNet(depth=4, base_filters=8).params.items()}
     logits, cache = unet_forward(params, x, depth=4)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads = unet_backward(params, cache, dlogits)
