@@ -22,11 +22,12 @@ returns dL/d of each input, shaped like that input: dx, dkernel, dbias.
 
 Every function works on NumPy and CuPy arrays alike: it asks
 ``get_array_module(x)`` for the array module ``xp`` and calls ``xp.pad``,
-``xp.zeros``... No Python loop runs over pixels or over the batch; the only loops
-run over the kh*kw offsets of a kernel window.
+``xp.zeros``... No Python loop runs over pixels or over the batch: inside a layer, the
+only loops run over the kh*kw offsets of a kernel window.
 
-A training step, as ``examples/textbook_train.py`` runs it::
+A training step, as ``examples/textbook_train.py`` runs it, on a copy of a real model's weights::
 
+    params = {name: p.copy() for name, p in minunet.UNet(depth=4, base_filters=8).params.items()}
     logits, cache = unet_forward(params, x, depth=4)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads = unet_backward(params, cache, dlogits)
@@ -43,6 +44,7 @@ from .backend import get_array_module
 #     y = cols @ kernel.reshape(kh*kw*C, F)
 # col2im is its adjoint (its transpose, as a linear map): every row is added back onto
 # the pixels its window came from. Where windows overlap, a pixel receives several sums.
+# (The names are Caffe's, whose windows were the columns of the matrix; NHWC, they are rows.)
 
 def im2col(x, kh, kw, stride=1):
     """The windows of x (N, H, W, C) as rows: (N, Ho, Wo, kh*kw*C), with Ho = (H - kh) // stride + 1
@@ -77,7 +79,7 @@ def col2im(cols, x_shape, kh, kw, stride=1):
 #     y[n, h, w, f] = b[f] + sum_{i, j, c} xpad[n, h + i, w + j, c] kernel[i, j, c, f]
 # With X = im2col(xpad) (N*Ho*Wo, kh*kw*C) and K = kernel (kh*kw*C, F):   Y = X @ K + b.
 # Backward, from dY = dL/dy (N*Ho*Wo, F), one operation per argument:
-#     dK = X^T @ dY          each weight meets every window it multiplied: a correlation of x with dy
+#     dK = X^T @ dY          dK[i, j, c, f] = sum over pixels of xpad[n, h + i, w + j, c] dy[n, h, w, f]
 #     db = sum of dY over the pixels
 #     dx = dy, padded, correlated with the kernel flipped in space, C and F swapped.
 # Why flipped: x[h, w] reached y[h - i, w - j] through kernel[i, j], so dx[h, w] gathers
@@ -125,10 +127,11 @@ def conv2d_backward(dy, x, kernel, padding="same"):
     when the forward had bias=None)."""
     kh, kw, c, f = kernel.shape
     rows, columns = conv_pads(kh, kw, padding)
-    dy_matrix = dy.reshape(-1, f)                                   # dY: (N*Ho*Wo, F)
-    cols = im2col(pad(x, rows, columns), kh, kw)                    # X: (N, Ho, Wo, kh*kw*C), recomputed
-    dkernel = (cols.reshape(-1, kh * kw * c).T @ dy_matrix).reshape(kh, kw, c, f)   # dK = X^T dY
-    dbias = dy_matrix.sum(axis=0)                                   # (F,)
+    dy_rows = dy.reshape(-1, f)                                     # dY: (N*Ho*Wo, F), a row per pixel
+    cols = im2col(pad(x, rows, columns), kh, kw)                    # (N, Ho, Wo, kh*kw*C), recomputed
+    cols = cols.reshape(-1, kh * kw * c)                            # X: (N*Ho*Wo, kh*kw*C)
+    dkernel = (cols.T @ dy_rows).reshape(kh, kw, c, f)              # dK = X^T dY
+    dbias = dy_rows.sum(axis=0)                                     # (F,)
     # dx: pad dy by kh - 1 - top on top and kh - 1 - bottom at the bottom (so too for
     # columns): the 'full' correlation, which makes dx exactly x's size.
     flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)              # (kh, kw, F, C), flipped in space
@@ -167,21 +170,21 @@ def conv_transpose2d_backward(dy, x, kernel, stride=2):
     kh, kw, f, c = kernel.shape
     dy_cols = im2col(dy, kh, kw, stride)                            # (N, H, W, kh*kw*F)
     dy_cols = dy_cols.reshape(-1, kh * kw * f)                      # dY: (N*H*W, kh*kw*F)
-    k = kernel.reshape(kh * kw * f, c)                              # K: (kh*kw*F, C)
-    dx = (dy_cols @ k).reshape(x.shape)                             # (N, H, W, C): dY K
+    dx = (dy_cols @ kernel.reshape(kh * kw * f, c)).reshape(x.shape)   # (N, H, W, C): dY K
     dkernel = (dy_cols.T @ x.reshape(-1, c)).reshape(kh, kw, f, c)  # dY^T X
     dbias = dy.reshape(-1, f).sum(axis=0)                           # (F,)
     return dx, dkernel, dbias
 
 
 # -------------------------------------------------------------------- 4. max_pool2d
-# Max pooling, window p, stride p, Keras's floor rule: Ho = (H - p) // p + 1; the last
+# Max pooling, window p = size, stride p, Keras's floor rule: Ho = (H - p) // p + 1; the last
 # H - Ho*p rows (and columns) belong to no window.
 #     y[n, h, w, c] = max_{i, j < p} x[n, p*h + i, p*w + j, c]
 # The max is the identity on its arg-max and ignores the rest, so dy goes to one pixel of
 # the window: dx[n, p*h + i*, p*w + j*, c] = dy[n, h, w, c], zero elsewhere. A tie (equal
-# maxima, the rule in MRI backgrounds full of zeros) sends the whole of dy to the FIRST
-# arg-max in row-major window order, top-left first, never split among the equal pixels.
+# maxima, common in MRI backgrounds full of zeros) sends the whole of dy to the FIRST
+# arg-max in row-major window order, top-left first, never split among the equal pixels
+# (a split would leak gradient into every zero of the background).
 
 def pool_windows(x, size):
     """The p x p windows of x (N, H, W, C): (N, Ho, Wo, C, p*p), each window's pixels row-major."""
@@ -201,9 +204,9 @@ def max_pool2d_backward(dy, x, size=2):
     """dx (N, H, W, C): each window's dy at its first arg-max, zero everywhere else."""
     xp = get_array_module(dy)
     n, ho, wo, c = dy.shape
-    first = pool_windows(x, size).argmax(axis=-1)                   # (N, Ho, Wo, C): argmax returns
-    winner = xp.arange(size * size) == first[..., None]             # the FIRST maximum; (N, Ho, Wo, C, p*p)
-    dwindows = winner * dy[..., None]                               # (N, Ho, Wo, C, p*p)
+    first = pool_windows(x, size).argmax(axis=-1)                   # (N, Ho, Wo, C): argmax gives the first max
+    winner = xp.arange(size * size) == first[..., None]             # (N, Ho, Wo, C, p*p): one True a window
+    dwindows = winner * dy[..., None]                               # (N, Ho, Wo, C, p*p): dy at the winner
     dwindows = dwindows.reshape(n, ho, wo, c, size, size)           # (N, Ho, Wo, C, i, j)
     dwindows = dwindows.transpose(0, 1, 4, 2, 5, 3).reshape(n, ho * size, wo * size, c)   # pool_windows undone
     dx = xp.zeros(x.shape, dtype=dy.dtype)                          # rows no window covers: zero
@@ -260,16 +263,16 @@ def softmax_cross_entropy(logits, labels):
     """(loss, dlogits) for logits (N, H, W, K) and labels: integers (N, H, W) in [0, K), or
     one-hot (N, H, W, K). The loss is the mean over pixels, a 0-d array."""
     xp = get_array_module(logits)
-    k = logits.shape[-1]
+    n_classes = logits.shape[-1]
     labels = xp.asarray(labels)
     if labels.shape == logits.shape[:-1]:
-        target = (labels[..., None] == xp.arange(k)).astype(logits.dtype)   # one-hot (N, H, W, K)
+        target = (labels[..., None] == xp.arange(n_classes)).astype(logits.dtype)   # one-hot (N, H, W, K)
     elif labels.shape == logits.shape:
         target = labels.astype(logits.dtype)
     else:
         raise ValueError(f"softmax_cross_entropy: labels of shape {tuple(labels.shape)} do not fit logits "
                          f"{tuple(logits.shape)}; give integers (N, H, W) or one-hot (N, H, W, K)")
-    pixels = logits.size // k
+    pixels = logits.size // n_classes
     z = logits - logits.max(axis=-1, keepdims=True)
     log_q = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))      # log softmax, (N, H, W, K)
     loss = -(target * log_q).sum() / pixels
@@ -281,8 +284,8 @@ def softmax_cross_entropy(logits, labels):
 #   x - enc1 --------------------------------- dec1 - head - logits
 #         \ pool - enc2 ------------- dec2 -/ up
 #                   \ pool - ... bridge -/ up
-# Level k of the encoder (enc1 .. enc<depth>): two 3x3 'same' conv2d + relu, then a 2x2 max-pool.
-# The bridge: two conv2d + relu. Level k of the decoder (dec<depth> down to dec1): up-sample
+# Each level of the encoder (enc1 .. enc<depth>): two 3x3 'same' conv2d + relu, then a 2x2 max-pool.
+# The bridge: two conv2d + relu. Each level of the decoder (dec<depth> down to dec1): up-sample
 # (conv_transpose2d 2x2 stride 2, or upsample2d, which has no weights), concatenate
 # [up-sampled, skip] along channels, two conv2d + relu. The head: a 1x1 conv2d, no activation.
 # Backward runs the same list in reverse. Two places join paths: the concatenation, whose
@@ -316,22 +319,22 @@ def unet_forward(params, x, depth, upsampling="transpose"):
     xp = get_array_module(x)
     cache = {"depth": depth, "upsampling": upsampling}
     skips = []
-    for k in range(1, depth + 1):                                   # encoder, shallowest level first
-        x = conv_relu(params, f"enc{k}/conv1", x, cache)
-        x = conv_relu(params, f"enc{k}/conv2", x, cache)
-        skips.append(x)                                             # (N, H/2^(k-1), W/2^(k-1), F_k)
+    for level in range(1, depth + 1):                               # encoder, shallowest level first
+        x = conv_relu(params, f"enc{level}/conv1", x, cache)
+        x = conv_relu(params, f"enc{level}/conv2", x, cache)
+        skips.append(x)                                             # (N, H/2^(level-1), W/2^(level-1), F)
         x = max_pool2d(x)                                           # its input, the skip, is in the cache
     x = conv_relu(params, "bridge/conv1", x, cache)
     x = conv_relu(params, "bridge/conv2", x, cache)
-    for k in range(depth, 0, -1):                                   # decoder, deepest level first
+    for level in range(depth, 0, -1):                               # decoder, deepest level first
         if upsampling == "transpose":
-            cache[f"dec{k}/up"] = x
-            x = conv_transpose2d(x, params[f"dec{k}/up/kernel"], params[f"dec{k}/up/bias"])
+            cache[f"dec{level}/up"] = x
+            x = conv_transpose2d(x, params[f"dec{level}/up/kernel"], params[f"dec{level}/up/bias"])
         else:
             x = upsample2d(x)
-        x = xp.concatenate([x, skips[k - 1]], axis=-1)              # [up-sampled, skip]
-        x = conv_relu(params, f"dec{k}/conv1", x, cache)
-        x = conv_relu(params, f"dec{k}/conv2", x, cache)
+        x = xp.concatenate([x, skips[level - 1]], axis=-1)          # [up-sampled, skip]
+        x = conv_relu(params, f"dec{level}/conv1", x, cache)
+        x = conv_relu(params, f"dec{level}/conv2", x, cache)
     cache["head"] = x
     return conv2d(x, params["head/kernel"], params["head/bias"]), cache
 
@@ -343,23 +346,23 @@ def unet_backward(params, cache, dlogits):
     grads = dict.fromkeys(params)                                   # the keys, in params' order
     dx, grads["head/kernel"], grads["head/bias"] = conv2d_backward(dlogits, cache["head"], params["head/kernel"])
     dskips = {}
-    for k in range(1, depth + 1):                                   # decoder, back from dec1
-        dx = conv_relu_backward(params, f"dec{k}/conv2", dx, cache, grads)
-        dx = conv_relu_backward(params, f"dec{k}/conv1", dx, cache, grads)
-        skip_channels = cache[f"enc{k}/conv2"][1].shape[-1]
-        dup, dskips[k] = dx[..., :-skip_channels], dx[..., -skip_channels:]   # the concatenation, split
+    for level in range(1, depth + 1):                               # decoder, back from dec1
+        dx = conv_relu_backward(params, f"dec{level}/conv2", dx, cache, grads)
+        dx = conv_relu_backward(params, f"dec{level}/conv1", dx, cache, grads)
+        skip_channels = cache[f"enc{level}/conv2"][1].shape[-1]
+        dup, dskips[level] = dx[..., :-skip_channels], dx[..., -skip_channels:]   # dL/d[up-sampled, skip], split
         if cache["upsampling"] == "transpose":
-            dx, grads[f"dec{k}/up/kernel"], grads[f"dec{k}/up/bias"] = conv_transpose2d_backward(
-                dup, cache[f"dec{k}/up"], params[f"dec{k}/up/kernel"])
+            dx, grads[f"dec{level}/up/kernel"], grads[f"dec{level}/up/bias"] = conv_transpose2d_backward(
+                dup, cache[f"dec{level}/up"], params[f"dec{level}/up/kernel"])
         else:
             dx = upsample2d_backward(dup)
     dx = conv_relu_backward(params, "bridge/conv2", dx, cache, grads)
     dx = conv_relu_backward(params, "bridge/conv1", dx, cache, grads)
-    for k in range(depth, 0, -1):                                   # encoder, back from the deepest level
-        skip = cache[f"enc{k}/conv2"][1]                            # the pool's input
-        dx = max_pool2d_backward(dx, skip) + dskips[k]              # the skip's two gradients add
-        dx = conv_relu_backward(params, f"enc{k}/conv2", dx, cache, grads)
-        dx = conv_relu_backward(params, f"enc{k}/conv1", dx, cache, grads)
+    for level in range(depth, 0, -1):                               # encoder, back from the deepest level
+        skip = cache[f"enc{level}/conv2"][1]                        # the pool's input
+        dx = max_pool2d_backward(dx, skip) + dskips[level]          # the skip's two gradients add
+        dx = conv_relu_backward(params, f"enc{level}/conv2", dx, cache, grads)
+        dx = conv_relu_backward(params, f"enc{level}/conv1", dx, cache, grads)
     return grads
 
 
@@ -371,17 +374,17 @@ def unet_backward(params, cache, dlogits):
 #     p <- p - alpha m / (sqrt(v) + eps)
 
 def adam_update(params, grads, state, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-    """One Adam step: updates every params[k] in place from grads[k]; ``state`` (pass {} at the
+    """One Adam step: updates every params[name] in place from grads[name]; ``state`` (pass {} at the
     first step) holds the step count t and the moments m and v. Returns state."""
     if not state:
-        state.update(t=0, m={k: get_array_module(p).zeros_like(p) for k, p in params.items()},
-                     v={k: get_array_module(p).zeros_like(p) for k, p in params.items()})
+        state.update(t=0, m={name: get_array_module(p).zeros_like(p) for name, p in params.items()},
+                     v={name: get_array_module(p).zeros_like(p) for name, p in params.items()})
     state["t"] += 1
     t = state["t"]
     alpha = lr * (1 - beta_2**t) ** 0.5 / (1 - beta_1**t)
-    for k, p in params.items():
+    for name, p in params.items():
         xp = get_array_module(p)
-        g, m, v = grads[k], state["m"][k], state["v"][k]
+        g, m, v = grads[name], state["m"][name], state["v"][name]
         m[...] = beta_1 * m + (1 - beta_1) * g
         v[...] = beta_2 * v + (1 - beta_2) * g**2
         p -= alpha * m / (xp.sqrt(v) + epsilon)
