@@ -14,6 +14,7 @@ No command writes over an input, nor over an existing file unless given --overwr
 every file is written through a temporary file and a rename.
 """
 import argparse
+import errno
 import json
 import math
 import os
@@ -96,11 +97,11 @@ def check_outputs(outputs, inputs=(), overwrite=False):
     """Refuse, before anything is written, outputs that are inputs (always), that are
     folders, or that exist (unless ``overwrite``). ``outputs``: {path: what names it
     on the command line}, e.g. {"out/model.h5": "--out"}."""
+    sources = {Path(i).resolve() for i in inputs}
     for path, flag in outputs.items():
         path = Path(path)
-        for source in inputs:
-            if _same_file(path, source):
-                raise UsageError(f"{flag} {path}: is an input of this command; write to another file")
+        if path.resolve() in sources:
+            raise UsageError(f"{flag} {path}: is an input of this command; write to another file")
         if path.is_dir():
             raise UsageError(f"{flag} {path}: is a folder; name a file")
         if path.exists() and not overwrite:
@@ -352,16 +353,18 @@ def cmd_train(args, demo=False):
         _report(summary, f"held-out test slices ({len(test[0])}):")
         _write_json(out / "metrics.json", summary)
         written |= {"overlays.png", "metrics.json"}
-        if demo:
-            print(f"demo: mean Dice {summary['dice']:.3f} on {len(test[0])} held-out phantom slices "
-                  f"in {elapsed:.0f} s; wrote {out / 'model.h5'}, curves.png, overlays.png, architecture.png")
     stale = [name for name in TRAIN_OUTPUTS if name not in written and (out / name).exists()]
     for name in stale:         # left by an earlier run (replaced with --overwrite): not this run's
         (out / name).unlink()
     if stale:
         print(f"removed {', '.join(stale)} left in {out} by an earlier run (this run wrote none)")
+    files = ", ".join(name for name in TRAIN_OUTPUTS if name in written)
+    if demo and "metrics.json" in written:
+        print(f"demo: mean Dice {summary['dice']:.3f} on {len(test[0])} held-out phantom slices "
+              f"in {elapsed:.0f} s; wrote {files} in {out}")
+    why = "no validation set" if val is None else "no better validation Dice in this run"
     print(f"done in {elapsed:.0f} s; model: {out / 'model.h5'}"
-          + ("" if "best.h5" in written else " (the last epoch's: no validation set to choose a best one)"))
+          + ("" if "best.h5" in written else f" (the last epoch's weights: {why})"))
     return 0
 
 
@@ -734,18 +737,23 @@ def main(argv=None):
 
     try:
         backend.use(args.backend or backend.requested())
+    except (RuntimeError, ValueError) as e:
+        hint = "" if args.backend else f" (asked for by MINUNET_BACKEND={os.environ.get('MINUNET_BACKEND')}; " \
+                                       f"--backend numpy overrides it)"
+        print(f"minunet {args.command}: error: {e}{hint}", file=sys.stderr)
+        return 2
+    try:
         args.blas_threads = args.threads or default_threads()
         with _limit_threads(args.blas_threads):
             return args.func(args)
     except WriteError as e:
-        print(f"minunet {args.command}: error: {e}; free some space or write elsewhere"
-              + (" (--out)" if args.command != "convert" else ""), file=sys.stderr)
+        fix = "free some space or write elsewhere" if e.errno == errno.ENOSPC else "write elsewhere"
+        where = "another TARGET" if args.command == "convert" else "another --out"
+        print(f"minunet {args.command}: error: {e}; {fix} ({where}); the earlier file, if any, is untouched",
+              file=sys.stderr)
         return 2
     except (UsageError, DataError, RuntimeError, FileNotFoundError, ValueError) as e:
-        message = str(e)
-        if "backend" in message and "MINUNET_BACKEND" in os.environ and not args.backend:
-            message += f" (asked for by MINUNET_BACKEND={os.environ['MINUNET_BACKEND']}; --backend numpy overrides it)"
-        print(f"minunet {args.command}: error: {message}", file=sys.stderr)
+        print(f"minunet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"minunet {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"

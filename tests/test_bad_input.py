@@ -278,6 +278,10 @@ MORE_CASES = [   # found by trying more
     ("predict-an-image-with-nan", lambda w: ["predict", "--model", w.model(),
                                              (np.save(w.root / "nan.npy", np.full((32, 32), np.nan)), w.path("nan.npy"))[1],
                                              "--out", w.path("o")], "NaN or infinite pixels", None),
+    ("hdf5-multiclass-masks-without-label-map",
+     lambda w: ["train", *ON_DATA, "--data", (data.save_h5(w.root / "mc.h5", *data.phantom.generate(4, 32, labels="multiclass")),
+                                               w.path("mc.h5"))[1], "--out", w.path("o")],
+     """e.g. --label-map '{"0": 0, "1": 1, "2": 0, "3": 0}'""", None),
     ("backend-unknown-in-environment", lambda w: ["summary"], "unknown backend 'tpu'",
      lambda mp: (mp.setenv("MINUNET_BACKEND", "tpu"), mp.setattr(backend, "_current", None))),
 ]

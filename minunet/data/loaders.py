@@ -75,7 +75,7 @@ def load(path, size=None, label_map=None):
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file() and path.suffix in (".h5", ".hdf5"):
-        return load_h5(path, size)
+        return load_h5(path, size, label_map)
     if path.is_dir():
         return load_folder(path, size, label_map)
     raise DataError(f"{path}: cannot load this; give a folder of image/mask pairs or an HDF5 file with 'images' and 'masks'")
@@ -167,8 +167,9 @@ def load_folder(folder, size=None, label_map=None):
 
 
 # --------------------------------------------------------------------- HDF5
-def load_h5(path, size=None):
-    """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W)."""
+def load_h5(path, size=None, label_map=None):
+    """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W);
+    ``label_map`` as in ``load``."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -184,7 +185,7 @@ def load_h5(path, size=None):
         raise DataError(f"{path}: images {images.shape} and masks {masks.shape} must be (N, H, W[, 1]) and (N, H, W)")
     for i, image in enumerate(images):
         _check_image(image, f"{path}[images][{i}]")
-    return _finish(list(images), [_map_labels(m, None, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
+    return _finish(list(images), [_map_labels(m, label_map, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
 
 
 def save_h5(path, images, masks, **attrs):
