@@ -52,7 +52,8 @@ def use(name):
     elif name == "cupy":
         _current = _import_cupy()
     else:
-        raise ValueError(f"unknown backend {name!r} (from the argument or $MINUNET_BACKEND); use 'numpy' or 'cupy'")
+        raise ValueError(f"unknown backend {name!r}; use 'numpy' or 'cupy' (--backend, or $MINUNET_BACKEND "
+                         f"which is {os.environ.get('MINUNET_BACKEND', 'unset')})")
     return _current
 
 

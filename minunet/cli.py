@@ -188,11 +188,17 @@ def _check_data_flags(args, phantom_only, data_only):
 def _load_labelled(args, size):
     """Images and masks from --data PATH, with --label-map, refusing masks without any disc."""
     from . import data
-    from .data.loaders import LabelMapError, suggested_label_map
+    from .data.loaders import LabelMapError, NoDiscError, suggested_label_map
 
     label_map = _label_map(args)
     try:
         images, masks = data.load(args.data, size=size, label_map=label_map)
+    except NoDiscError as e:
+        full = json.dumps({str(k): v for k, v in suggested_label_map(e.labels, {0: 0, 1: 1}).items()})
+        discs = ", ".join(map(str, e.discs[:3])) + (", ..." if len(e.discs) > 3 else "")
+        raise UsageError(f"--data {args.data}: --label-map {args.label_map!r} marks labels [{discs}] as disc, but the "
+                         f"masks hold only {e.labels}: no disc at all; pass a --label-map that names these labels, "
+                         f"e.g. --label-map '{full}'") from None
     except LabelMapError as e:
         full = json.dumps({str(k): v for k, v in suggested_label_map(e.labels, e.label_map).items()})
         given = f"--label-map {args.label_map!r}" if args.label_map else "the default labels (0 background, 1 disc)"
@@ -316,7 +322,8 @@ def cmd_train(args, demo=False):
                     model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks,
                                                verbose=0 if args.quiet else 1)
             except (FileNotFoundError, ValueError) as e:
-                raise UsageError(str(e).replace("resume from a last.h5", "pass --resume a last.h5")) from None
+                raise UsageError(str(e).replace("resume from a last.h5 or best.h5 written by fit",
+                                                "pass --resume a last.h5 or best.h5 written by minunet train")) from None
         else:
             model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
                          upsampling=args.upsampling, seed=args.seed)
@@ -738,8 +745,8 @@ def main(argv=None):
     try:
         backend.use(args.backend or backend.requested())
     except (RuntimeError, ValueError) as e:
-        hint = "" if args.backend else f" (asked for by MINUNET_BACKEND={os.environ.get('MINUNET_BACKEND')}; " \
-                                       f"--backend numpy overrides it)"
+        hint = ("" if args.backend or "MINUNET_BACKEND" in str(e) else
+                f" (asked for by MINUNET_BACKEND={os.environ.get('MINUNET_BACKEND')}; --backend numpy overrides it)")
         print(f"minunet {args.command}: error: {e}{hint}", file=sys.stderr)
         return 2
     try:

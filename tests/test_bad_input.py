@@ -25,6 +25,11 @@ import minunet
 from minunet import backend, data, h5file
 from minunet.cli import main
 
+try:
+    import SimpleITK  # noqa: F401
+    HAVE_SITK = True
+except ImportError:
+    HAVE_SITK = False
 ON_DATA = ["--size", "32", "--depth", "2", "--base-filters", "4", "--epochs", "1", "--quiet"]
 TINY = ["--size", "32", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--depth", "2", "--base-filters", "4",
         "--epochs", "1", "--quiet"]
@@ -168,7 +173,9 @@ ISSUE_CASES = [
     ("evaluate-masks-without-foreground",
      lambda w: ["evaluate", "--model", w.model(), "--data", w.pairs(labels=(0, 0))], "no mask marks any disc pixel", None),
     ("label-map-spider-on-0-1-2", lambda w: ["train", *ON_DATA, "--data", w.pairs(labels=(0, 1, 2)),
-                                             "--label-map", "spider", "--out", w.path("o")], "matches no disc", None),
+                                             "--label-map", "spider", "--out", w.path("o")],
+     """--label-map 'spider' marks labels [201, 202, 203, ...] as disc, but the masks hold only [0, 1, 2]: no disc """
+     """at all; pass a --label-map that names these labels, e.g. --label-map '{"0": 0, "1": 1, "2": 0}'""", None),
     ("label-map-with-phantom", lambda w: ["train", *TINY, "--label-map", "spider"],
      "--label-map applies to --data PATH, not to the phantom", None),
     # tracebacks instead of one line
@@ -216,7 +223,7 @@ ISSUE_CASES = [
     ("minunet-backend-cupy-without-cupy", lambda w: ["summary"], "MINUNET_BACKEND=cupy; --backend numpy overrides it",
      _no_cupy),
     ("predict-a-2d-nifti", lambda w: ["predict", "--model", w.model(), w.nifti_2d(), "--out", w.path("o")],
-     "slice.nii", None),
+     "slice.nii: a 2-D image of size (3, 3)" if HAVE_SITK else "slice.nii: reading volumes needs SimpleITK", None),
     ("predict-a-jpg", lambda w: ["predict", "--model", w.model(), w.file("scan.jpg", b"\xff\xd8\xff\xe0"), "--out", w.path("o")],
      "scan.jpg: predict reads .png, .npy, .npz slices", None),
     # confusing

@@ -37,6 +37,18 @@ class LabelMapError(DataError):
                          f"or add 'rest': 0")
 
 
+class NoDiscError(DataError):
+    """A label map under which no mask of a data set holds any disc."""
+
+    def __init__(self, where, label_map, labels):
+        self.where, self.label_map, self.labels = where, label_map, labels
+        discs = sorted(k for k, v in label_map.items() if k != "rest" and v)
+        self.discs = discs
+        super().__init__(f"{where}: the label map marks labels {_short_list(discs or ['none'])} as disc, but the "
+                         f"masks hold only {labels}: it matches no disc; pass a label map that fits these masks, "
+                         f"e.g. {suggested_label_map(labels, {0: 0, 1: 1})}")
+
+
 def suggested_label_map(labels, label_map):
     """``label_map`` completed with every label in ``labels``: unnamed labels -> 0, or,
     when no label present is a disc under ``label_map`` (as 255 in a 0/255 mask), -> 1."""
@@ -157,9 +169,7 @@ def load_folder(folder, size=None, label_map=None):
         if image.shape != mask.shape:
             raise DataError(f"{img_file}: image shape {image.shape} and mask shape {mask.shape} differ")
     if label_map is not None and not any(m.any() for m in masks):
-        discs = sorted(k for k, v in label_map.items() if k != "rest" and v) or ["none"]
-        raise DataError(f"{folder}: the label map marks labels {_short_list(discs)} as disc, but the masks hold "
-                        f"only {sorted(seen)}: it matches no disc; choose the map that fits these masks")
+        raise NoDiscError(folder, label_map, sorted(seen))
     shapes = {a.shape for a in images}
     if size is None and len(shapes) > 1:
         raise DataError(f"{folder}: slices have different shapes {sorted(shapes)}; pass size= to resize them")
