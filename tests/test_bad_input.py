@@ -9,7 +9,6 @@ second, bad inputs found by trying more. Tiny models (depth 2, base 4, 32x32) ke
 """
 import errno
 import hashlib
-import json
 import os
 import shutil
 import subprocess

@@ -161,11 +161,13 @@ def test_a_rerun_with_overwrite_writes_only_its_own_files(trained, tmp_path, cap
         np.testing.assert_array_equal(v, last.model.params[k])
 
 
-def test_backend_and_threads_before_or_after_the_command(capsys):
-    for argv in (["--backend", "numpy", "--threads", "1", "summary"], ["summary", "--backend", "numpy", "--threads", "1"]):
-        assert main([*argv, "--depth", "1", "--base-filters", "2", "--size", "16"]) == 0
+def test_backend_and_threads_before_or_after_the_command(monkeypatch):
     from threadpoolctl import threadpool_info
 
+    from minunet import cli
+
+    for argv in (["--backend", "numpy", "--threads", "1", "summary"], ["summary", "--backend", "numpy", "--threads", "1"]):
+        assert main([*argv, "--depth", "1", "--base-filters", "2", "--size", "16"]) == 0
     before = [p["num_threads"] for p in threadpool_info()]
     seen = {}
 
@@ -173,15 +175,10 @@ def test_backend_and_threads_before_or_after_the_command(capsys):
         seen["blas"] = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         return 0
 
-    parser_main = __import__("minunet.cli", fromlist=["cmd_summary"])
-    original = parser_main.cmd_summary
-    parser_main.cmd_summary = record
-    try:
-        assert main(["summary", "--threads", "1"]) == 0
-    finally:
-        parser_main.cmd_summary = original
-    assert seen["blas"] and set(seen["blas"]) == {1}
-    assert [p["num_threads"] for p in threadpool_info()] == before       # restored afterwards
+    monkeypatch.setattr(cli, "cmd_summary", record)
+    assert main(["summary", "--threads", "1"]) == 0
+    assert seen["blas"] and set(seen["blas"]) == {1}                    # the limit holds while the command runs
+    assert [p["num_threads"] for p in threadpool_info()] == before       # and is lifted afterwards
 
 
 def test_summary_defaults_are_trains(capsys):
