@@ -10,7 +10,9 @@ without CuPy; CuPy is imported only when it is asked for.
 
 The backend used for *new* arrays (initial weights, data moved to the
 device) is NumPy unless ``use("cupy")`` is called or the environment
-variable ``MINUNET_BACKEND=cupy`` is set.
+variable ``MINUNET_BACKEND=cupy`` is set. The variable is read when a backend is
+first needed, not at import: a missing CuPy then fails there with one clear error,
+and ``use("numpy")`` before that overrides the variable.
 """
 import os
 
@@ -21,7 +23,7 @@ DEFAULT_DTYPE = numpy.float32
 
 _GPU_FIX = "install the GPU extra with `pip install 'minunet[gpu]'` on a machine with a CUDA GPU"
 _cupy = None  # the cupy module once it has been imported successfully
-_current = numpy
+_current = None  # the backend module; None until use() or the first use of $MINUNET_BACKEND
 
 
 def _import_cupy():
@@ -50,18 +52,31 @@ def use(name):
     elif name == "cupy":
         _current = _import_cupy()
     else:
-        raise ValueError(f"unknown backend {name!r}; use 'numpy' or 'cupy'")
+        raise ValueError(f"unknown backend {name!r}; use 'numpy' or 'cupy' (--backend, or $MINUNET_BACKEND "
+                         f"which is {os.environ.get('MINUNET_BACKEND', 'unset')})")
     return _current
+
+
+def _active():
+    """The current backend module, chosen from $MINUNET_BACKEND on first need."""
+    if _current is None:
+        use(requested())
+    return _current
+
+
+def requested():
+    """The backend $MINUNET_BACKEND asks for (``"numpy"`` when unset)."""
+    return os.environ.get("MINUNET_BACKEND", "numpy").strip().lower() or "numpy"
 
 
 def name():
     """The name of the current backend, ``"numpy"`` or ``"cupy"``."""
-    return "cupy" if _current is not numpy else "numpy"
+    return "cupy" if _active() is not numpy else "numpy"
 
 
 def xp():
     """The array module of the current backend (numpy or cupy)."""
-    return _current
+    return _active()
 
 
 def cupy_available():
@@ -93,9 +108,4 @@ def to_numpy(a):
 
 def asarray(a, dtype=None):
     """``a`` as an array of the current backend (moved to the GPU under cupy)."""
-    return _current.asarray(a, dtype=dtype)
-
-
-_env = os.environ.get("MINUNET_BACKEND", "numpy").strip().lower()
-if _env != "numpy":
-    use(_env)
+    return _active().asarray(a, dtype=dtype)

@@ -10,9 +10,14 @@
     minunet phantom --out data.h5 --n 500 --seed 0
 
 Bad arguments, missing files and bad data end with one line on stderr and exit code 2.
+No command writes over an input, nor over an existing file unless given --overwrite;
+every file is written through a temporary file and a rename.
 """
 import argparse
+import errno
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,14 +28,126 @@ from . import __version__, backend
 
 # The demo: small enough for a 2-core CPU in a few minutes, large enough to segment discs.
 DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=8,
-            batch_size=8, lr=3e-3, loss="ce+dice", seed=0)
+            batch_size=8, lr=3e-3, loss="ce+dice", seed=0, upsampling="transpose", val_split=0.1, test_split=0.1)
+PHANTOM_MIN_SIZE = 16   # minunet.data.phantom.generate's smallest slice
+#: What train and demo write into --out.
+TRAIN_OUTPUTS = ("model.h5", "best.h5", "last.h5", "curves.png", "architecture.png", "overlays.png", "metrics.json")
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit code 2."""
 
 
+# ------------------------------------------------------- argument types
+# Each checks one value where it is parsed; argparse turns the error into
+# "argument --flag: <message>" on one line (see _Parser.error).
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                         f"received {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, received {text!r}")
+    return value
+
+
+def positive_int(text):
+    """A whole number >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, received {text}")
+    return value
+
+
+def nonnegative_int(text):
+    """A whole number >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, received {text}")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, received {text}")
+    return value
+
+
+def fraction(text):
+    """A share of a data set: 0 <= x < 1."""
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 up to (not including) 1, received {text}")
+    return value
+
+
+# ---------------------------------------------------------- output files
+def _same_file(a, b):
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs=(), overwrite=False):
+    """Refuse, before anything is written, outputs that are inputs (always), that are
+    folders, or that exist (unless ``overwrite``). ``outputs``: {path: what names it
+    on the command line}, e.g. {"out/model.h5": "--out"}."""
+    sources = {Path(i).resolve() for i in inputs}
+    for path, flag in outputs.items():
+        path = Path(path)
+        if path.resolve() in sources:
+            raise UsageError(f"{flag} {path}: is an input of this command; write to another file")
+        if path.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder; name a file")
+        if path.exists() and not overwrite:
+            raise UsageError(f"{flag} {path}: exists; pass --overwrite to replace it, or choose another {flag}")
+
+
+def _out_folder(path, flag="--out"):
+    """Create the output folder (and its parents); one line if it cannot be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot create the folder ({e.strerror}); choose another {flag}") from None
+    return path
+
+
+def _write_json(path, value):
+    from .h5file import write_bytes_atomic
+
+    write_bytes_atomic(path, json.dumps(value, indent=1))
+
+
+def _given(args, *names):
+    """The flags among ``names`` that were given on the command line (their parser default is None)."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
+
+
+def _fill_defaults(args, defaults):
+    for k, v in defaults.items():
+        if getattr(args, k, v) is None:
+            setattr(args, k, v)
+
+
 # ------------------------------------------------------------------ helpers
+def _phantom(n, size, seed, **kw):
+    """Phantom slices; its size limit said in flags."""
+    from . import data
+
+    if size < PHANTOM_MIN_SIZE:
+        raise UsageError(f"--size {size}: the phantom draws slices of {PHANTOM_MIN_SIZE} pixels or more; "
+                         f"raise --size")
+    return data.phantom.generate(n, size=size, seed=seed, **kw)
+
+
 def _load_data(args, split_seed):
     """(train, val, test) arrays from --data or the phantom."""
     from . import data
@@ -38,18 +155,60 @@ def _load_data(args, split_seed):
     if getattr(args, "data", None) in (None, "phantom"):
         n = args.n_train + args.n_val + args.n_test
         t = time.time()
-        images, masks = data.phantom.generate(n, size=args.size, seed=args.seed)
+        images, masks = _phantom(n, args.size, args.seed)
         print(f"phantom: {n} slices of {args.size}x{args.size} in {time.time() - t:.1f} s")
         a, b = args.n_train, args.n_train + args.n_val
         return (images[:a], masks[:a]), (images[a:b], masks[a:b]), (images[b:], masks[b:])
-    images, masks = data.load(args.data, size=args.size, label_map=_label_map(args))
+    images, masks = _load_labelled(args, args.size)
     n = len(images)
     train, val, test = data.split(n, val=args.val_split, test=args.test_split, seed=split_seed)
     print(f"{args.data}: {n} slices -> {len(train)} train, {len(val)} validation, {len(test)} test")
     if len(train) == 0:
-        raise UsageError(f"{args.data}: too few slices ({n}) to train on")
+        raise UsageError(f"--data {args.data}: {n} slice(s) leave none to train on with --val-split {args.val_split} "
+                         f"and --test-split {args.test_split}; lower them or add slices")
     pick = lambda idx: (images[idx], masks[idx])  # noqa: E731
     return pick(train), (pick(val) if len(val) else None), (pick(test) if len(test) else None)
+
+
+def _check_data_flags(args, phantom_only, data_only):
+    """Refuse flags that the chosen data would ignore (their parser default is None):
+    ``phantom_only`` flags with --data PATH, ``data_only`` ones (and --label-map) with the phantom."""
+    if args.data == "phantom":
+        ignored = _given(args, "label_map", *data_only)
+        why = " (its masks are already 1 = disc, 0 = background)" if ignored[:1] == ["--label-map"] else ""
+        where = "--data PATH"
+    else:
+        ignored, why, where = _given(args, *phantom_only), "", None
+    if ignored:
+        target = where or "the phantom"
+        other = f"--data {args.data}" if where is None else "the phantom"
+        raise UsageError(f"{ignored[0]} applies to {target}, not to {other}{why}, so it would be ignored; drop {ignored[0]}")
+
+
+def _load_labelled(args, size):
+    """Images and masks from --data PATH, with --label-map, refusing masks without any disc."""
+    from . import data
+    from .data.loaders import LabelMapError, NoDiscError, suggested_label_map
+
+    label_map = _label_map(args)
+    try:
+        images, masks = data.load(args.data, size=size, label_map=label_map)
+    except NoDiscError as e:
+        full = json.dumps({str(k): v for k, v in suggested_label_map(e.labels, {0: 0, 1: 1}).items()})
+        discs = ", ".join(map(str, e.discs[:3])) + (", ..." if len(e.discs) > 3 else "")
+        raise UsageError(f"--data {args.data}: --label-map {args.label_map!r} marks labels [{discs}] as disc, but the "
+                         f"masks hold only {e.labels}: no disc at all; pass a --label-map that names these labels, "
+                         f"e.g. --label-map '{full}'") from None
+    except LabelMapError as e:
+        full = json.dumps({str(k): v for k, v in suggested_label_map(e.labels, e.label_map).items()})
+        given = f"--label-map {args.label_map!r}" if args.label_map else "the default labels (0 background, 1 disc)"
+        raise UsageError(f"{e.where}: mask labels {e.uncovered[:8]} are not in {given}; pass every label, "
+                         f"e.g. --label-map '{full}' (1 = disc, 0 = background), or add \"rest\": 0") from None
+    if not masks.any():
+        how = f" after --label-map {args.label_map!r}" if args.label_map else ""
+        raise UsageError(f"--data {args.data}: no mask marks any disc pixel{how} ({len(masks)} masks, all 0); "
+                         f"Dice would be meaningless: check the masks" + ("" if args.label_map else " or pass --label-map"))
+    return images, masks
 
 
 def _label_map(args):
@@ -60,11 +219,22 @@ def _label_map(args):
 
     if spec == "spider":
         return {**SPIDER_DISCS, "rest": 0}
+    example = '--label-map \'{"0": 0, "1": 1, "2": 0}\' (every mask label: 1 = disc, 0 = background), or \'spider\''
     try:
         raw = json.loads(spec)
-        return {(k if k == "rest" else int(k)): int(v) for k, v in raw.items()}
-    except (ValueError, AttributeError):
-        raise UsageError(f"--label-map {spec!r}: give JSON like '{{\"1\": 1, \"2\": 0}}' or 'spider'") from None
+    except ValueError:
+        raise UsageError(f"--label-map {spec!r}: not valid JSON; give e.g. {example}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise UsageError(f"--label-map {spec!r}: give a JSON object, e.g. {example}")
+    out = {}
+    for k, v in raw.items():
+        if k != "rest" and not k.lstrip("-").isdigit():
+            raise UsageError(f"--label-map {spec!r}: key {k!r} is not a whole-number label (or \"rest\"); e.g. {example}")
+        if v not in (0, 1) or isinstance(v, bool):
+            raise UsageError(f"--label-map {spec!r}: label {k} maps to {json.dumps(v)}; map every label to 1 (disc) "
+                             f"or 0 (background)")
+        out[k if k == "rest" else int(k)] = int(v)
+    return out
 
 
 def _load_model(path):
@@ -74,7 +244,9 @@ def _load_model(path):
     try:
         return load(path)
     except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        message = str(e).replace("use keras_h5.load_weights(UNet(...), path) with the matching configuration",
+                                 "save the whole model from Keras (model.save('m.h5')), not only its weights")
+        raise UsageError(message) from None
 
 
 def _report(summary, title):
@@ -87,40 +259,96 @@ def _report(summary, title):
 
 
 # ----------------------------------------------------------------- commands
+def _check_resume_flags(args):
+    """With --resume the network, batch size, loss and seed come from the checkpoint:
+    repeating them is fine, a different value would be ignored, so it is refused."""
+    from .h5file import open_read
+
+    try:
+        with open_read(args.resume) as f:
+            config = json.loads(f.attrs.get("config", "{}"))
+            state = json.loads(f.attrs.get("state", "{}"))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--resume {e}") from None
+    saved = {**config, **state}
+    for name in ("depth", "base_filters", "upsampling", "batch_size", "loss", "seed"):
+        value = getattr(args, name)
+        if value is not None and name in saved and saved[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} {value}: the checkpoint {args.resume} was trained with {flag} {saved[name]}, "
+                             f"and --resume continues it as it was; drop {flag}")
+
+
+def _threads_text(args):
+    n = getattr(args, "blas_threads", None)
+    return f"{n} BLAS thread{'s' if n != 1 else ''}" if n else "BLAS threads as $OMP_NUM_THREADS sets"
+
+
 def cmd_train(args, demo=False):
     from . import data, metrics, plots
     from .model import UNet
     from .optim import Adam
-    from .train import EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit, resume
+    from .train import (DivergedError, EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit,
+                        resume)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_data_flags(args, ("n_train", "n_val", "n_test"), ("val_split", "test_split"))
+    if args.resume:
+        _check_resume_flags(args)
+    _fill_defaults(args, DEMO)
+    if args.data != "phantom" and args.val_split + args.test_split >= 1:
+        raise UsageError(f"--val-split {args.val_split} and --test-split {args.test_split} add up to 1 or more, "
+                         f"leaving nothing to train on; lower them")
+    if not args.resume and args.size % 2**args.depth:
+        raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
+                         f"change --size or --depth")
+    out = _out_folder(args.out)
+    resuming_here = bool(args.resume) and _same_file(Path(args.resume).parent, out)
+    earlier = [name for name in TRAIN_OUTPUTS if (out / name).exists()]
+    if earlier and not resuming_here and not args.overwrite:   # a run's files must all come from that run
+        raise UsageError(f"--out {out}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
+                         f"them, choose another --out, or continue that run with --resume {out / 'last.h5'}")
+    check_outputs({out / name: "--out" for name in TRAIN_OUTPUTS}, inputs=[args.data], overwrite=True)
     start = time.time()
     train, val, test = _load_data(args, args.seed)
     augment = data.Augment(rotate=5, scale=0.05) if args.augment else None
-    callbacks = [ModelCheckpoint(out), LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
+    checkpoint = ModelCheckpoint(out)
+    callbacks = [checkpoint, LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
     if args.patience:
         callbacks.append(EarlyStopping(patience=args.patience))
-    if args.resume:
-        try:
-            model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(str(e)) from None
-    else:
-        model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
-                     upsampling=args.upsampling, seed=args.seed)
-        if args.size % 2**args.depth:
-            raise UsageError(f"--size {args.size} must be a multiple of 2**depth = {2 ** args.depth}")
-        print(f"UNet depth {args.depth}, base {args.base_filters}: {model.n_params:,} parameters; "
-              f"{args.epochs} epochs, batch {args.batch_size}, backend {backend.name()}")
-        history = fit(model, Adam(model.params, args.lr), train, val, epochs=args.epochs, batch_size=args.batch_size,
-                      loss=args.loss, augment=augment, callbacks=callbacks, seed=args.seed,
-                      verbose=0 if args.quiet else 1)
+    try:
+        if args.resume:
+            try:
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks,
+                                               verbose=0 if args.quiet else 1)
+            except (FileNotFoundError, ValueError) as e:
+                raise UsageError(str(e).replace("resume from a last.h5 or best.h5 written by fit",
+                                                "pass --resume a last.h5 or best.h5 written by minunet train")) from None
+        else:
+            model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
+                         upsampling=args.upsampling, seed=args.seed)
+            print(f"UNet depth {args.depth}, base {args.base_filters}: {model.n_params:,} parameters; "
+                  f"{args.epochs} epochs, batch {args.batch_size}, backend {backend.name()}, "
+                  f"{_threads_text(args)}")
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a diverging run is reported below
+                history = fit(model, Adam(model.params, args.lr), train, val, epochs=args.epochs,
+                              batch_size=args.batch_size, loss=args.loss, augment=augment, callbacks=callbacks,
+                              seed=args.seed, verbose=0 if args.quiet else 1)
+    except DivergedError as e:
+        done = e.epoch - 1
+        kept = (f"the last good checkpoint, {out / 'last.h5'} (after epoch {done}), is kept: continue with "
+                f"--resume {out / 'last.h5'} --lr {min(args.lr / 10, DEMO['lr']):g}" if done >= 1 and (out / "last.h5").exists()
+                else "no checkpoint was written")
+        raise UsageError(f"training diverged: the loss became {e.value} at epoch {e.epoch}, batch {e.batch} "
+                         f"(learning rate {e.lr:g} from --lr {args.lr:g}); lower --lr, e.g. --lr {min(args.lr / 10, DEMO['lr']):g}; "
+                         f"{kept}") from None
     if history.get("stopped") == "interrupted":
         print(f"interrupted: checkpoint saved to {out / 'last.h5'}; continue with --resume {out / 'last.h5'}")
         return 130
-    best = out / "best.h5" if (out / "best.h5").exists() else out / "last.h5"
-    model = _load_model(best)
+    written = {"last.h5", "model.h5", "curves.png", "architecture.png"}
+    if checkpoint.wrote_best or (resuming_here and checkpoint.best is not None and (out / "best.h5").exists()):
+        written.add("best.h5")           # written by this run, or by the part of it that --resume continues
+    model = _load_model(out / ("best.h5" if "best.h5" in written else "last.h5"))
     model.save(out / "model.h5")
     plots.curves(history, out / "curves.png")
     plots.architecture(model, args.size, out / "architecture.png")
@@ -130,65 +358,128 @@ def cmd_train(args, demo=False):
         summary = metrics.summarize(preds, test[1])
         plots.overlays(test[0], test[1], preds, out / "overlays.png")
         _report(summary, f"held-out test slices ({len(test[0])}):")
-        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-        if demo:
-            print(f"demo: mean Dice {summary['dice']:.3f} on {len(test[0])} held-out phantom slices "
-                  f"in {elapsed:.0f} s; wrote {out / 'model.h5'}, curves.png, overlays.png, architecture.png")
-    print(f"done in {elapsed:.0f} s; model: {out / 'model.h5'}")
+        _write_json(out / "metrics.json", summary)
+        written |= {"overlays.png", "metrics.json"}
+    stale = [name for name in TRAIN_OUTPUTS if name not in written and (out / name).exists()]
+    for name in stale:         # left by an earlier run (replaced with --overwrite): not this run's
+        (out / name).unlink()
+    if stale:
+        print(f"removed {', '.join(stale)} left in {out} by an earlier run (this run wrote none)")
+    files = ", ".join(name for name in TRAIN_OUTPUTS if name in written)
+    if demo and "metrics.json" in written:
+        print(f"demo: mean Dice {summary['dice']:.3f} on {len(test[0])} held-out phantom slices "
+              f"in {elapsed:.0f} s; wrote {files} in {out}")
+    why = "no validation set" if val is None else "no better validation Dice in this run"
+    print(f"done in {elapsed:.0f} s; model: {out / 'model.h5'}"
+          + ("" if "best.h5" in written else f" (the last epoch's weights: {why})"))
     return 0
 
 
 def cmd_evaluate(args):
     from . import data, metrics, plots
 
+    _check_data_flags(args, ("n", "seed"), ())
+    _fill_defaults(args, {"n": 64, "seed": 12345})
+    if args.out:
+        out = Path(args.out)
+        check_outputs({out / "overlays.png": "--out", out / "metrics.json": "--out"}, inputs=[args.model, args.data],
+                      overwrite=args.overwrite)
     model = _load_model(args.model)
-    size = args.size or None
     if args.data == "phantom":
-        images, masks = data.phantom.generate(args.n, size=args.size or 128, seed=args.seed)
+        images, masks = _phantom(args.n, args.size or 128, args.seed)
     else:
-        images, masks = data.load(args.data, size=size, label_map=_label_map(args))
+        images, masks = _load_labelled(args, args.size)
     preds = model.segment(images)
     summary = metrics.summarize(preds, masks)
     _report(summary, f"{args.data}: {len(images)} slices")
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        plots.overlays(images, masks, preds, Path(args.out) / "overlays.png", n=min(8, len(images)))
-        (Path(args.out) / "metrics.json").write_text(json.dumps(summary, indent=1))
-        print(f"wrote {Path(args.out) / 'overlays.png'}")
+        out = _out_folder(args.out)
+        plots.overlays(images, masks, preds, out / "overlays.png", n=min(8, len(images)))
+        _write_json(out / "metrics.json", summary)
+        print(f"wrote {out / 'overlays.png'} and {out / 'metrics.json'}")
     return 0
+
+
+def _predict_inputs(paths):
+    """(image files to segment, mask files skipped, every input file) from files and folders.
+    A folder's files that the loader reads as masks (NAME_mask.*, masks/) are skipped."""
+    from .data import loaders
+
+    readable = lambda q: q.is_file() and (q.suffix in loaders.IMAGE_EXTENSIONS or loaders.is_volume(q))  # noqa: E731
+    files, skipped, inputs = [], [], []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
+        if p.is_dir():
+            folder = p / "images" if (p / "images").is_dir() else p
+            found = sorted(q for q in folder.iterdir() if readable(q))
+            inputs += [q for q in p.rglob("*") if q.is_file()]
+            skipped += [q for q in found if loaders.is_mask_file(q)]
+            files += [q for q in found if not loaders.is_mask_file(q)]
+        else:
+            if not readable(p):
+                raise UsageError(f"{p}: predict reads {', '.join(loaders.IMAGE_EXTENSIONS)} slices and "
+                                 f"{', '.join(loaders.VOLUME_EXTENSIONS)} volumes, not {p.suffix or 'this file'}; "
+                                 f"convert it (e.g. to a grayscale .png)")
+            files.append(p)
+            inputs.append(p)
+    return files, skipped, inputs
+
+
+def _write_mask_png(path, mask):
+    """A single-channel 8-bit PNG holding the labels 0 / 1, as minunet.data.load reads masks."""
+    from PIL import Image
+
+    from .h5file import replace_atomic
+
+    replace_atomic(path, lambda tmp: Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(tmp, format="PNG"))
+
+
+def _save_npy(path, array):
+    from .h5file import replace_atomic
+
+    replace_atomic(path, lambda tmp: np.save(tmp, array))
 
 
 def cmd_predict(args):
     from . import data, plots
+    from .data import loaders
 
-    model = _load_model(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for p in map(Path, args.inputs):
-        if not p.exists():
-            raise UsageError(f"{p}: no such file or folder")
-        if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix in data.loaders.IMAGE_EXTENSIONS or data.loaders.is_volume(q))
-        else:
-            files.append(p)
+    files, skipped, inputs = _predict_inputs(args.inputs)
     if not files:
-        raise UsageError(f"no images (.png, .npy, .npz) or volumes (.nii, .nii.gz, .mha, .mhd) in {', '.join(args.inputs)}")
-    import matplotlib.image
-
+        also = f" (skipped {len(skipped)} mask file(s) NAME_mask.*)" if skipped else ""
+        raise UsageError(f"no images (.png, .npy, .npz) or volumes (.nii, .nii.gz, .mha, .mhd) in "
+                         f"{', '.join(args.inputs)}{also}")
+    out = Path(args.out)
+    planned, source = {}, {}
     for f in files:
-        name = f.name.split(".")[0]
+        stem = loaders.stem(f)
+        for suffix in ("_mask.npy", "_mask.png", "_overlay.png"):
+            target = out / f"{stem}{suffix}"
+            if target in source:
+                raise UsageError(f"{source[target]} and {f} would both write {target}; predict them into "
+                                 f"different --out folders")
+            source[target] = f
+            planned[target] = "--out"
+    check_outputs(planned, inputs=inputs + [args.model], overwrite=args.overwrite)
+    model = _load_model(args.model)
+    out = _out_folder(out)
+    if skipped:
+        print(f"skipped {len(skipped)} mask file(s): {', '.join(q.name for q in skipped[:3])}"
+              + (", ..." if len(skipped) > 3 else ""))
+    for f in files:
+        stem = loaders.stem(f)
         if data.loaders.is_volume(f):
-            x = data.loaders.load_volume_slices(f, args.size or None)
+            x = data.loaders.load_volume_slices(f, args.size)
         else:
             x = data.normalize(data.loaders._check_image(data.loaders._read_2d(f, "image"), f)[None])
             x = (data.resize(x, args.size) if args.size else x)[..., None]
         pred = model.segment(x)                                    # (slices, H, W)
-        np.save(out / f"{name}_mask.npy", pred if len(pred) > 1 else pred[0])
+        _save_npy(out / f"{stem}_mask.npy", pred if len(pred) > 1 else pred[0])
         best = int(pred.reshape(len(pred), -1).sum(1).argmax())    # the slice with the most disc
-        matplotlib.image.imsave(out / f"{name}_mask.png", pred[best] * 255, cmap="gray", vmin=0, vmax=255)
-        plots.overlays(x[best : best + 1], None, pred[best : best + 1], out / f"{name}_overlay.png", n=1)
-        print(f"{f}: {len(pred)} slice(s), {int(pred.sum())} disc pixels -> {out / (name + '_mask.npy')}")
+        _write_mask_png(out / f"{stem}_mask.png", pred[best])
+        plots.overlays(x[best : best + 1], None, pred[best : best + 1], out / f"{stem}_overlay.png", n=1)
+        print(f"{f}: {len(pred)} slice(s), {int(pred.sum())} disc pixels -> {out / (stem + '_mask.npy')}")
     return 0
 
 
@@ -196,14 +487,22 @@ def cmd_summary(args):
     from .model import UNet
 
     if args.model:
+        ignored = _given(args, "depth", "base_filters", "upsampling", "head")
+        if ignored:
+            raise UsageError(f"{ignored[0]}: the model file {args.model} fixes the network; drop {ignored[0]}")
         model = _load_model(args.model)
     else:
+        _fill_defaults(args, {"depth": DEMO["depth"], "base_filters": DEMO["base_filters"],
+                              "upsampling": DEMO["upsampling"], "head": "softmax"})
+        if args.size % 2**args.depth:
+            raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
+                             f"change --size or --depth")
         model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
                      upsampling=args.upsampling, head=args.head)
     try:
         model.summary(args.size)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e).replace("H and W", "--size").replace("(N, H, W", "(N, --size, --size")) from None
     return 0
 
 
@@ -247,6 +546,7 @@ def cmd_gradcheck(args):
 def cmd_convert(args):
     from . import keras_h5
 
+    check_outputs({args.target: "TARGET"}, inputs=[args.source], overwrite=args.overwrite)
     model = _load_model(args.source)
     if keras_h5.is_keras_file(args.source):
         model.save(args.target)
@@ -260,8 +560,11 @@ def cmd_convert(args):
 def cmd_phantom(args):
     from . import data, plots
 
+    if args.preview and _same_file(args.preview, args.out):
+        raise UsageError(f"--preview {args.preview} and --out {args.out} name the same file; give two names")
+    check_outputs({args.out: "--out", **({args.preview: "--preview"} if args.preview else {})}, overwrite=args.overwrite)
     t = time.time()
-    images, masks = data.phantom.generate(args.n, size=args.size, seed=args.seed, labels=args.labels)
+    images, masks = _phantom(args.n, args.size, args.seed, labels=args.labels)
     elapsed = time.time() - t
     data.save_h5(args.out, images, masks, seed=args.seed, labels=args.labels, generator="minunet.data.phantom")
     print(f"wrote {args.n} phantom slices of {args.size}x{args.size} to {args.out} ({elapsed:.1f} s to generate)")
@@ -272,105 +575,200 @@ def cmd_phantom(args):
 
 
 # ------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line: 'minunet train: error: argument --lr: ...'."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends '(default: X)' to every flag's help that does not state its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.required or action.default is None
+                or action.default is argparse.SUPPRESS or action.nargs == 0):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _global_flags(p, default):
+    """--backend and --threads, accepted before and after the command."""
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=default,
+                   help="array backend (default: $MINUNET_BACKEND, else numpy)")
+    p.add_argument("--threads", type=positive_int, default=default, metavar="N",
+                   help="BLAS threads for the matrix products (default: the CPUs not already busy, "
+                        "from the load average; $OMP_NUM_THREADS when set)")
+
+
 def _training_flags(p, defaults):
+    d = defaults
     p.add_argument("--data", default="phantom", help="a folder of image/mask pairs, an HDF5 file, or 'phantom' (default)")
-    p.add_argument("--label-map", help="JSON mapping of mask labels to disc (1) / background (0), or 'spider'")
-    p.add_argument("--size", type=int, default=defaults["size"], help="slice size in pixels (default %(default)s)")
-    p.add_argument("--n-train", type=int, default=defaults["n_train"], help="phantom training slices (default %(default)s)")
-    p.add_argument("--n-val", type=int, default=defaults["n_val"], help="phantom validation slices (default %(default)s)")
-    p.add_argument("--n-test", type=int, default=defaults["n_test"], help="phantom test slices (default %(default)s)")
-    p.add_argument("--val-split", type=float, default=0.1, help="validation share of a --data set (default %(default)s)")
-    p.add_argument("--test-split", type=float, default=0.1, help="test share of a --data set (default %(default)s)")
-    p.add_argument("--depth", type=int, default=defaults["depth"], help="encoder levels (default %(default)s; the seed: 5)")
-    p.add_argument("--base-filters", type=int, default=defaults["base_filters"], help="filters of level 1 (default %(default)s; the seed: 64)")
-    p.add_argument("--upsampling", choices=["transpose", "nearest"], default="transpose")
-    p.add_argument("--epochs", type=int, default=defaults["epochs"], help="default %(default)s")
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="default %(default)s")
-    p.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate, cosine-decayed (default %(default)s)")
-    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=defaults["loss"])
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False, help="flips, rotations, scalings, intensity jitter")
-    p.add_argument("--patience", type=int, default=0, help="early stopping after this many epochs without a better validation Dice (0: off)")
-    p.add_argument("--seed", type=int, default=defaults["seed"])
-    p.add_argument("--resume", help="continue from a checkpoint (last.h5) written by an earlier run")
-    p.add_argument("--out", default=defaults.get("out", "minunet-out"), help="output folder (default %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--label-map", help="--data only: JSON mapping of every mask label to 1 (disc) or 0 (background), "
+                   "e.g. '{\"0\": 0, \"1\": 1, \"2\": 0}', or 'spider' (default: masks hold 0/1)")
+    p.add_argument("--size", type=positive_int, default=d["size"], help="slice size in pixels, a multiple of 2**depth")
+    p.add_argument("--n-train", type=positive_int, help=f"phantom only: training slices (default {d['n_train']})")
+    p.add_argument("--n-val", type=positive_int, help=f"phantom only: validation slices (default {d['n_val']})")
+    p.add_argument("--n-test", type=positive_int, help=f"phantom only: test slices (default {d['n_test']})")
+    p.add_argument("--val-split", type=fraction, help=f"--data only: validation share (default {d['val_split']})")
+    p.add_argument("--test-split", type=fraction, help=f"--data only: test share (default {d['test_split']})")
+    p.add_argument("--depth", type=positive_int, help=f"encoder levels (default {d['depth']}; the seed: 5)")
+    p.add_argument("--base-filters", type=positive_int, help=f"filters of level 1 (default {d['base_filters']}; the seed: 64)")
+    p.add_argument("--upsampling", choices=["transpose", "nearest"], help=f"up-sampling (default {d['upsampling']})")
+    p.add_argument("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (to reach, with --resume)")
+    p.add_argument("--batch-size", type=positive_int, help=f"slices per step (default {d['batch_size']})")
+    p.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate, cosine-decayed")
+    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], help=f"training loss (default {d['loss']})")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                   help="flips, rotations, scalings, intensity jitter (default: off)")
+    p.add_argument("--patience", type=nonnegative_int, default=0,
+                   help="early stopping after this many epochs without a better validation Dice (0: off)")
+    p.add_argument("--seed", type=nonnegative_int, help=f"weights, phantom, split and batches (default {d['seed']})")
+    p.add_argument("--resume", help="continue from a checkpoint (last.h5) written by an earlier run (default: start anew)")
+    p.add_argument("--out", default=d["out"], help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the model files of an earlier run in --out (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minunet", description="A U-Net for intervertebral-disc segmentation "
-                                     "in spinal MRI, written from scratch in NumPy.")
+    kw = dict(formatter_class=_HelpFormatter)
+    parser = _Parser(prog="minunet", description="A U-Net for intervertebral-disc segmentation "
+                     "in spinal MRI, written from scratch in NumPy.", **kw)
     parser.add_argument("--version", action="version", version=f"minunet {__version__}")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                        help="array backend (default: $MINUNET_BACKEND or numpy)")
+    _global_flags(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, argparse.SUPPRESS)          # after the command; SUPPRESS keeps a value given before it
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train a small U-Net on phantom slices and report the held-out Dice")
+    def command(name, help):
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common], **kw)
+
+    p = command("demo", "train a small U-Net on phantom slices and report the held-out Dice")
     _training_flags(p, {**DEMO, "out": "minunet-demo"})
     p.set_defaults(func=lambda a: cmd_train(a, demo=True))
 
-    p = sub.add_parser("train", help="train a U-Net on a data set or the phantom")
+    p = command("train", "train a U-Net on a data set or the phantom")
     _training_flags(p, {**DEMO, "out": "minunet-out"})
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, pixel accuracy and HD95 of a model")
+    p = command("evaluate", "Dice, IoU, precision, recall, pixel accuracy and HD95 of a model")
     p.add_argument("--model", required=True, help="a minunet or Keras .h5 model file")
     p.add_argument("--data", default="phantom", help="a folder, an HDF5 file, or 'phantom' (default)")
-    p.add_argument("--label-map", help="JSON mapping of mask labels, or 'spider'")
-    p.add_argument("--size", type=int, default=0, help="resize slices to this size (default: keep; phantom: 128)")
-    p.add_argument("--n", type=int, default=64, help="phantom slices (default %(default)s)")
-    p.add_argument("--seed", type=int, default=12345, help="phantom seed (default %(default)s, unseen by the demo)")
-    p.add_argument("--out", help="write overlays.png and metrics.json here")
+    p.add_argument("--label-map", help="--data only: JSON mapping of every mask label to 1 (disc) or 0, or 'spider' "
+                   "(default: masks hold 0/1)")
+    p.add_argument("--size", type=positive_int, help="resize slices to this size (default: keep; phantom: 128)")
+    p.add_argument("--n", type=positive_int, help="phantom only: slices (default 64)")
+    p.add_argument("--seed", type=nonnegative_int, help="phantom only: seed (default 12345, unseen by the demo)")
+    p.add_argument("--out", help="write overlays.png and metrics.json into this folder (default: write nothing)")
+    p.add_argument("--overwrite", action="store_true", help="replace overlays.png, metrics.json in --out (default: refuse)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="segment images (.png, .npy, .npz) or volumes (.nii, .mha) into disc masks and overlays")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--model", required=True)
-    p.add_argument("--size", type=int, default=0, help="resize to this size first (default: keep)")
-    p.add_argument("--out", default="minunet-predictions")
+    p = command("predict", "segment images (.png, .npy, .npz) or volumes (.nii, .mha) into disc masks and overlays")
+    p.add_argument("inputs", nargs="+", help="image files or folders (a folder's NAME_mask.* files are skipped)")
+    p.add_argument("--model", required=True, help="a minunet or Keras .h5 model file")
+    p.add_argument("--size", type=positive_int, help="resize to this size first (default: keep)")
+    p.add_argument("--out", default="minunet-predictions",
+                   help="folder for NAME_mask.npy, NAME_mask.png (0/1) and NAME_overlay.png")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --out (default: refuse)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("summary", help="layers, output shapes, parameters and multiply-adds")
+    p = command("summary", "layers, output shapes, parameters and multiply-adds")
     p.add_argument("model", nargs="?", help="a model file; without it, the configuration below")
-    p.add_argument("--depth", type=int, default=5)
-    p.add_argument("--base-filters", type=int, default=64)
-    p.add_argument("--upsampling", choices=["transpose", "nearest"], default="transpose")
-    p.add_argument("--head", choices=["softmax", "sigmoid"], default="softmax")
-    p.add_argument("--size", type=int, default=128, help="input size for the shapes (default %(default)s)")
+    p.add_argument("--depth", type=positive_int, help=f"encoder levels (default {DEMO['depth']}, as train; the seed: 5)")
+    p.add_argument("--base-filters", type=positive_int,
+                   help=f"filters of level 1 (default {DEMO['base_filters']}, as train; the seed: 64)")
+    p.add_argument("--upsampling", choices=["transpose", "nearest"], help=f"up-sampling (default {DEMO['upsampling']})")
+    p.add_argument("--head", choices=["softmax", "sigmoid"], help="output activation (default softmax)")
+    p.add_argument("--size", type=positive_int, default=DEMO["size"], help="input size for the shapes")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("gradcheck", help="check every layer's, loss's and a tiny U-Net's backward pass")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tol", type=float, default=1e-6)
+    p = command("gradcheck", "check every layer's, loss's and a tiny U-Net's backward pass")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random inputs and directions")
+    p.add_argument("--tol", type=positive_float, default=1e-6, help="largest relative error that passes")
     p.set_defaults(func=cmd_gradcheck)
 
-    p = sub.add_parser("convert", help="a Keras .h5 model file to a minunet one, or the reverse")
+    p = command("convert", "a Keras .h5 model file to a minunet one, or the reverse")
     p.add_argument("source", help="a Keras .h5 or minunet .h5 model file")
     p.add_argument("target", help="the file to write, in the other format")
+    p.add_argument("--overwrite", action="store_true", help="replace TARGET if it exists (default: refuse)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("phantom", help="write phantom slices to an HDF5 data set file")
+    p = command("phantom", "write phantom slices to an HDF5 data set file")
     p.add_argument("--out", required=True, help="the .h5 file to write")
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--labels", choices=["disc", "multiclass"], default="disc")
-    p.add_argument("--preview", help="also draw a grid of samples to this PNG")
+    p.add_argument("--n", type=positive_int, default=500, help="slices")
+    p.add_argument("--size", type=positive_int, default=128, help="slice size in pixels")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    p.add_argument("--labels", choices=["disc", "multiclass"], default="disc", help="mask labels")
+    p.add_argument("--preview", help="also draw a grid of samples to this PNG (default: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out / --preview if they exist (default: refuse)")
     p.set_defaults(func=cmd_phantom)
     return parser
 
 
+def default_threads():
+    """BLAS threads when --threads is not given: None (leave the libraries alone) when
+    $OMP_NUM_THREADS or a BLAS-specific variable is set; otherwise the CPUs this process
+    may use that other processes do not already keep busy (the 1-minute load average),
+    at least 1. Oversubscribed BLAS threads spin and wait for each other: beside two
+    busy processes on 2 cores, the demo took several times longer with 2 threads than with 1."""
+    if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")):
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cpus, int(cpus - busy + 0.5)))
+
+
+def _limit_threads(n):
+    """threadpoolctl's limit on BLAS (and OpenMP) threads, or a no-op without a limit."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help, --version, or a bad argument already printed on one line
+        return e.code
     from .data import DataError
+    from .h5file import WriteError
 
     try:
-        if args.backend:
-            backend.use(args.backend)
-        return args.func(args)
-    except (UsageError, DataError, RuntimeError, FileNotFoundError) as e:
+        backend.use(args.backend or backend.requested())
+    except (RuntimeError, ValueError) as e:
+        hint = ("" if args.backend or "MINUNET_BACKEND" in str(e) else
+                f" (asked for by MINUNET_BACKEND={os.environ.get('MINUNET_BACKEND')}; --backend numpy overrides it)")
+        print(f"minunet {args.command}: error: {e}{hint}", file=sys.stderr)
+        return 2
+    try:
+        args.blas_threads = args.threads or default_threads()
+        with _limit_threads(args.blas_threads):
+            return args.func(args)
+    except WriteError as e:
+        fix = "free some space or write elsewhere" if e.errno == errno.ENOSPC else "write elsewhere"
+        where = "another TARGET" if args.command == "convert" else "another --out"
+        print(f"minunet {args.command}: error: {e}; {fix} ({where}); the earlier file, if any, is untouched",
+              file=sys.stderr)
+        return 2
+    except (UsageError, DataError, RuntimeError, FileNotFoundError, ValueError) as e:
         print(f"minunet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"minunet {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minunet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from .backend import get_array_module, to_numpy
 from .h5file import open_read, write_atomic
-from .model import UNet
+from .model import UNet, check_finite
 
 
 class KerasImportError(ValueError):
@@ -230,6 +230,9 @@ def _read_layer_weights(group, layer, path):
     arrays = {}
     for wn in g.attrs.get("weight_names", []):
         wn = _text(wn)
+        if wn not in g:
+            raise KerasImportError(f"{path}: layer '{layer}' lists the weight '{wn}' but the file does not hold it; "
+                                   f"the file is incomplete: save the model from Keras again")
         arrays["kernel" if "kernel" in wn.rsplit("/", 1)[-1] else "bias"] = np.asarray(g[wn])
     if "kernel" not in arrays:
         raise KerasImportError(f"{path}: layer '{layer}' has no kernel among {list(g.attrs.get('weight_names', []))}")
@@ -254,13 +257,22 @@ def load(path):
         if "model_config" not in f.attrs:
             raise KerasImportError(f"{path}: no model_config attribute (a weights-only file?); "
                                    f"use keras_h5.load_weights(UNet(...), path) with the matching configuration")
-        config = json.loads(_text(f.attrs["model_config"]))
-        unet, names, swapped = _parse(config, path)
+        try:
+            config = json.loads(_text(f.attrs["model_config"]))
+        except ValueError as e:
+            raise KerasImportError(f"{path}: its model_config attribute is not valid JSON ({e}); "
+                                   f"the file is damaged: save the model from Keras again") from None
+        try:
+            unet, names, swapped = _parse(config, path)
+        except (KeyError, IndexError, TypeError) as e:
+            raise KerasImportError(f"{path}: its model_config lacks what a Keras functional model holds "
+                                   f"({type(e).__name__}: {e}); save the model from Keras again") from None
         model = UNet(**unet)
         group = f["model_weights"] if "model_weights" in f else f
         for key, layer in names.items():
             kernel, bias = _read_layer_weights(group, layer, path)
             _assign(model, key, kernel, bias, swapped.get(key), path)
+    check_finite(model.params, path)
     return model
 
 
@@ -285,6 +297,7 @@ def load_weights(model, path):
                                    f"build the UNet with the configuration the file was saved from")
         for key, (_, kernel, bias) in zip(keys, found):
             _assign(model, key, kernel, bias, None, path)
+    check_finite(model.params, path)
     return model
 
 

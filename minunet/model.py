@@ -283,7 +283,8 @@ class UNet:
             f.attrs["history"] = json.dumps(history or {})
             f.attrs["state"] = json.dumps(state or {})
 
-        h5file.write_atomic(path, write)
+        size = sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in self.params.values())
+        h5file.write_atomic(path, write, size_hint=size * (3 if optimizer is not None else 1))
 
 
 class Checkpoint:
@@ -295,8 +296,8 @@ class Checkpoint:
 
 def load_checkpoint(path):
     """Read a file written by ``UNet.save``: model, optimizer restored with its step and
-    moments, history and training state. Raises one ValueError for a foreign, corrupt or
-    newer-format file."""
+    moments, history and training state. Raises one ValueError for a foreign, corrupt,
+    damaged (NaN or infinite weights) or newer-format file."""
     with h5file.open_read(path) as f:
         fmt = f.attrs.get("format")
         if fmt != FORMAT:
@@ -306,19 +307,55 @@ def load_checkpoint(path):
         if version > FORMAT_VERSION:
             raise ValueError(f"{path}: model file format {version} is newer than this minunet reads "
                              f"({FORMAT_VERSION}); upgrade minunet")
-        config = json.loads(f.attrs["config"])
-        model = UNet(**config)
+        config = _json_attr(f, "config", path, None)
+        try:
+            model = UNet(**config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: its config {config} does not describe a UNet ({e}); the file is damaged") from None
+        if "weights" not in f:
+            raise ValueError(f"{path}: has no 'weights' group (the file is damaged or incomplete); "
+                             f"use another copy or save the model again")
         weights = h5file.read_arrays(f["weights"], path)
         _copy_into(model.params, weights, path)
+        check_finite(weights, path)
         optimizer = None
         if "optimizer" in f:
             g = f["optimizer"]
-            optimizer = optimizer_from_config(model.params, json.loads(g.attrs["config"]))
+            optimizer = optimizer_from_config(model.params, _json_attr(g, "config", path, None))
+            missing = [s for s in optimizer.slot_names if s not in g]
+            if missing:
+                raise ValueError(f"{path}: the optimizer state lacks {missing}; the file is damaged")
             slots = {s: h5file.read_arrays(g[s], path) for s in optimizer.slot_names}
+            for s, arrays in slots.items():
+                check_finite(arrays, path, what=f"optimizer {s}")
             optimizer.load_state_dict({"iterations": int(g.attrs["iterations"]), "slots": slots})
-        history = json.loads(f.attrs.get("history", "{}"))
-        state = json.loads(f.attrs.get("state", "{}"))
+        history = _json_attr(f, "history", path, {})
+        state = _json_attr(f, "state", path, {})
     return Checkpoint(model, optimizer, history, state)
+
+
+def _json_attr(obj, name, path, default):
+    """A JSON attribute, or a ValueError that names the file and the attribute."""
+    if name not in obj.attrs:
+        if default is None:
+            raise ValueError(f"{path}: has no '{name}' attribute; the file is damaged or not a minunet model file")
+        return default
+    raw = obj.attrs[name]
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its '{name}' attribute is not valid JSON ({e}); the file is damaged") from None
+
+
+def check_finite(arrays, path, what="weight"):
+    """Raise a ValueError naming the first array of ``{name: array}`` that holds NaN or
+    infinity: a model with such a weight predicts nothing useful, so it is refused."""
+    for k, a in arrays.items():
+        a = to_numpy(a)
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"{path}: {what} {k} holds {bad} NaN or infinite value(s); the file is damaged "
+                             f"(a diverged run?): use an earlier checkpoint or train again")
 
 
 def load(path):

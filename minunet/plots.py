@@ -9,23 +9,27 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
 
 from .backend import asarray, to_numpy  # noqa: E402
+from .h5file import replace_atomic  # noqa: E402
 
 DISC_COLOR = (1.0, 0.25, 0.1)
 
 
-def _save(fig, path):
-    fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
-    plt.close(fig)
+def _save(fig, path, tight=True):
+    """Write the figure through a temporary file (see h5file.replace_atomic) and close it."""
+    try:
+        replace_atomic(path, lambda tmp: fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight" if tight else None))
+    finally:
+        plt.close(fig)
     return path
 
 
 def _overlay(ax, image, mask, color=DISC_COLOR, alpha=0.45, title=None):
-    ax.imshow(image, cmap="gray")
+    ax.imshow(image, cmap="gray", interpolation="nearest")
     if mask is not None:
         rgba = np.zeros(mask.shape + (4,))
         rgba[..., :3] = color
         rgba[..., 3] = alpha * (mask > 0)
-        ax.imshow(rgba)
+        ax.imshow(rgba, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
@@ -89,18 +93,28 @@ def curves(history, path):
     return _save(fig, path)
 
 
-def overlays(images, masks, preds, path, n=6):
-    """Rows: the image, ground truth on it, the prediction on it (red = disc)."""
+def overlays(images, masks, preds, path, n=6, min_panel=192):
+    """Rows: the image, ground truth on it, the prediction on it (red = disc). Each panel
+    shows its image at its own size in pixels or larger (at least ``min_panel`` pixels
+    across), never shrunk."""
     n = min(n, len(images))
-    fig, axes = plt.subplots(3 if masks is not None else 2, n, figsize=(1.9 * n, 5.9 if masks is not None else 4), dpi=100, squeeze=False)
-    for i in range(n):
-        row = 0
-        _overlay(axes[row, i], images[i, ..., 0], None, title="image" if i == 0 else None)
-        if masks is not None:
-            row += 1
-            _overlay(axes[row, i], images[i, ..., 0], masks[i], color=(0.1, 0.8, 0.2), title="ground truth" if i == 0 else None)
-        _overlay(axes[row + 1, i], images[i, ..., 0], preds[i], title="prediction" if i == 0 else None)
-    return _save(fig, path)
+    rows = 3 if masks is not None else 2
+    h, w = images.shape[1:3]
+    scale = max(1, int(np.ceil(min_panel / max(h, w))))      # whole pixels per image pixel
+    dpi, title, gap = 100, 22, 6                                # title strip and gap between panels, in pixels
+    ph, pw = h * scale, w * scale
+    width, height = n * pw + (n + 1) * gap, rows * (ph + title) + gap
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    titles = ["image"] + (["ground truth"] if masks is not None else []) + ["prediction"]
+    for r in range(rows):
+        for i in range(n):
+            left, bottom = gap + i * (pw + gap), height - (r + 1) * (ph + title)
+            ax = fig.add_axes((left / width, bottom / height, pw / width, ph / height))
+            image = images[i, ..., 0]
+            mask = None if r == 0 else (masks[i] if masks is not None and r == 1 else preds[i])
+            color = (0.1, 0.8, 0.2) if masks is not None and r == 1 else DISC_COLOR
+            _overlay(ax, image, mask, color=color, title=titles[r] if i == 0 else None)
+    return _save(fig, path, tight=False)
 
 
 def feature_maps(model, image, path, channels=4):

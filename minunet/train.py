@@ -29,6 +29,16 @@ from .data.batching import batches
 from .model import labels, load_checkpoint
 
 
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite: the run diverged. Nothing was saved
+    from the diverged step on, so the last checkpoint written (if any) is the last good one."""
+
+    def __init__(self, value, epoch, batch, lr):
+        self.value, self.epoch, self.batch, self.lr = value, epoch, batch, lr
+        super().__init__(f"fit: the loss became {value} at epoch {epoch}, batch {batch}; "
+                         f"lower the learning rate (now {lr:g})")
+
+
 # ----------------------------------------------------------------- callbacks
 class Callback:
     """Hooks called by ``fit``; ``state``/``load_state`` let a checkpoint carry them."""
@@ -52,12 +62,15 @@ class Callback:
 
 class ModelCheckpoint(Callback):
     """Writes ``last.h5`` after every epoch (and on Ctrl-C) and ``best.h5`` when
-    ``monitor`` improves; both hold the optimizer and training state."""
+    ``monitor`` improves; both hold the optimizer and training state. ``wrote_best``
+    says whether this callback wrote ``best.h5`` (a resumed run's earlier best may
+    live in another folder)."""
 
     def __init__(self, folder, monitor="val_dice", mode="max"):
         self.folder = Path(folder)
         self.monitor, self.mode = monitor, mode
         self.best = None
+        self.wrote_best = False
 
     def _better(self, value):
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
@@ -68,6 +81,7 @@ class ModelCheckpoint(Callback):
         if value is not None and not math.isnan(value) and self._better(value):
             self.best = value
             trainer.save(self.folder / "best.h5")
+            self.wrote_best = True
         return False
 
     def on_interrupt(self, trainer):
@@ -222,8 +236,7 @@ def fit(model, optimizer, train, val=None, epochs=100, batch_size=8, loss="ce", 
                 value, dlogits = loss_fn(logits, asarray(y))
                 if not np.isfinite(float(value)):
                     bar.close()
-                    raise FloatingPointError(f"fit: the loss became {float(value)} at epoch {epoch + 1}, batch {i + 1}; "
-                                             f"lower the learning rate (now {optimizer.lr:g})")
+                    raise DivergedError(float(value), epoch + 1, i + 1, optimizer.lr)
                 model.backward(dlogits, input_gradient=False)
                 optimizer.step(model.grads)
                 state["batch"] = i + 1

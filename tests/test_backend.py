@@ -34,9 +34,12 @@ def test_environment_variable_selects_the_backend():
     out = subprocess.run([sys.executable, "-c", "import minunet; print(minunet.backend.name())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "numpy"
-    env["MINUNET_BACKEND"] = "tpu"
-    bad = subprocess.run([sys.executable, "-c", "import minunet"], env=env, capture_output=True, text=True)
+    env["MINUNET_BACKEND"] = "tpu"       # read on first need: importing still works, using fails clearly
+    bad = subprocess.run([sys.executable, "-c", "import minunet; minunet.backend.name()"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown backend 'tpu'" in bad.stderr
+    fine = subprocess.run([sys.executable, "-c", "import minunet; minunet.backend.use('numpy'); print(minunet.backend.name())"],
+                          env=env, capture_output=True, text=True, check=True)
+    assert fine.stdout.strip() == "numpy"
 
 
 def test_layers_run_on_each_backend(xp):

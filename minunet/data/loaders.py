@@ -26,6 +26,56 @@ class DataError(ValueError):
     """Unusable input data; the message names the file and what to do."""
 
 
+class LabelMapError(DataError):
+    """Mask labels that the label map does not name. ``labels`` are all the labels seen in
+    that mask, ``label_map`` the map in use: enough for a caller to suggest a full map."""
+
+    def __init__(self, where, uncovered, labels, label_map):
+        self.where, self.uncovered, self.labels, self.label_map = where, uncovered, labels, label_map
+        super().__init__(f"{where}: mask labels {uncovered[:8]} are not in the label map {_short(label_map)}; "
+                         f"pass label_map={suggested_label_map(labels, label_map)} (every label named), "
+                         f"or add 'rest': 0")
+
+
+class NoDiscError(DataError):
+    """A label map under which no mask of a data set holds any disc."""
+
+    def __init__(self, where, label_map, labels):
+        self.where, self.label_map, self.labels = where, label_map, labels
+        discs = sorted(k for k, v in label_map.items() if k != "rest" and v)
+        self.discs = discs
+        super().__init__(f"{where}: the label map marks labels {_short_list(discs or ['none'])} as disc, but the "
+                         f"masks hold only {labels}: it matches no disc; pass a label map that fits these masks, "
+                         f"e.g. {suggested_label_map(labels, {0: 0, 1: 1})}")
+
+
+def suggested_label_map(labels, label_map):
+    """``label_map`` completed with every label in ``labels``: unnamed labels -> 0, or,
+    when no label present is a disc under ``label_map`` (as 255 in a 0/255 mask), -> 1."""
+    named = {k: v for k, v in label_map.items() if k != "rest"}
+    fill = 0 if any(named.get(int(v)) for v in labels) else 1
+    out = {int(v): (0 if int(v) == 0 else fill) for v in labels}
+    out.update(named)
+    return dict(sorted(out.items()))
+
+
+def is_mask_file(path):
+    """True for a file the folder loader reads as a mask: ``NAME_mask.ext``, or any file
+    in a ``masks/`` folder beside an ``images/`` folder."""
+    path = Path(path)
+    stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    return stem.endswith("_mask") or (path.parent.name == "masks" and (path.parent.parent / "images").is_dir())
+
+
+def stem(path):
+    """The file name without its extension (``.nii.gz`` counted as one): 'sub.01.png' -> 'sub.01'."""
+    name = Path(path).name
+    for ext in (".nii.gz",) + IMAGE_EXTENSIONS + VOLUME_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
+
+
 def load(path, size=None, label_map=None):
     """Load images and disc masks from a folder, an HDF5 file or a volume pair folder.
 
@@ -37,7 +87,7 @@ def load(path, size=None, label_map=None):
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file() and path.suffix in (".h5", ".hdf5"):
-        return load_h5(path, size)
+        return load_h5(path, size, label_map)
     if path.is_dir():
         return load_folder(path, size, label_map)
     raise DataError(f"{path}: cannot load this; give a folder of image/mask pairs or an HDF5 file with 'images' and 'masks'")
@@ -46,6 +96,10 @@ def load(path, size=None, label_map=None):
 # ------------------------------------------------------------------ 2D pairs
 def _read_2d(file, key):
     """One 2D array from a PNG, NPY or NPZ file (``key`` selects the NPZ entry)."""
+    if file.suffix not in IMAGE_EXTENSIONS:
+        raise DataError(f"{file}: minunet reads {', '.join(IMAGE_EXTENSIONS)} slices and "
+                        f"{', '.join(VOLUME_EXTENSIONS)} volumes, not {file.suffix or 'files without an extension'}; "
+                        f"convert it (e.g. to a grayscale .png)")
     try:
         if file.suffix == ".png":
             import matplotlib.image
@@ -106,14 +160,16 @@ def load_folder(folder, size=None, label_map=None):
     if not pairs:
         raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found; "
                         f"put NAME.png + NAME_mask.png pairs, images/ + masks/, or NPZ files there")
-    images, masks = [], []
+    images, masks, seen = [], [], set()
     for img_file, mask_file in pairs:
         image = _read_2d(img_file, "image")
         mask = _read_2d(mask_file or img_file, "mask")
         images.append(_check_image(image, img_file))
-        masks.append(_map_labels(mask, label_map, mask_file or img_file))
+        masks.append(_map_labels(mask, label_map, mask_file or img_file, seen))
         if image.shape != mask.shape:
             raise DataError(f"{img_file}: image shape {image.shape} and mask shape {mask.shape} differ")
+    if label_map is not None and not any(m.any() for m in masks):
+        raise NoDiscError(folder, label_map, sorted(seen))
     shapes = {a.shape for a in images}
     if size is None and len(shapes) > 1:
         raise DataError(f"{folder}: slices have different shapes {sorted(shapes)}; pass size= to resize them")
@@ -121,8 +177,9 @@ def load_folder(folder, size=None, label_map=None):
 
 
 # --------------------------------------------------------------------- HDF5
-def load_h5(path, size=None):
-    """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W)."""
+def load_h5(path, size=None, label_map=None):
+    """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W);
+    ``label_map`` as in ``load``."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -138,7 +195,7 @@ def load_h5(path, size=None):
         raise DataError(f"{path}: images {images.shape} and masks {masks.shape} must be (N, H, W[, 1]) and (N, H, W)")
     for i, image in enumerate(images):
         _check_image(image, f"{path}[images][{i}]")
-    return _finish(list(images), [_map_labels(m, None, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
+    return _finish(list(images), [_map_labels(m, label_map, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
 
 
 def save_h5(path, images, masks, **attrs):
@@ -151,7 +208,7 @@ def save_h5(path, images, masks, **attrs):
         for k, v in attrs.items():
             f.attrs[k] = v
 
-    write_atomic(path, write)
+    write_atomic(path, write, size_hint=np.asarray(images).size * 4 + np.asarray(masks).size)
 
 
 # ------------------------------------------------------------------ volumes
@@ -165,6 +222,10 @@ def _read_volume(path):
         volume = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise DataError(f"{path}: unreadable volume ({str(e).strip().splitlines()[-1]}); check the file") from None
+    if volume.GetDimension() != 3 or volume.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: a {volume.GetDimension()}-D image of size {volume.GetSize()} with "
+                        f"{volume.GetNumberOfComponentsPerPixel()} component(s); volumes must be 3-D, one channel "
+                        f"(save a single slice as .png or .npy instead)")
     return _sagittal(sitk.GetArrayFromImage(volume), volume.GetDirection())
 
 
@@ -224,27 +285,33 @@ def _check_image(image, where):
     return image.astype(np.float32)
 
 
-def _map_labels(mask, label_map, where):
-    """Mask values -> {0, 1} through label_map (identity on {0, 1} when None)."""
+def _map_labels(mask, label_map, where, seen=None):
+    """Mask values -> {0, 1} through label_map (identity on {0, 1} when None); the raw
+    labels are added to the set ``seen``."""
     mask = np.asarray(mask)
     if mask.dtype.kind == "f":
         if not np.all(np.isfinite(mask)) or np.any(mask != np.round(mask)):
             raise DataError(f"{where}: mask has non-integer values; masks hold integer labels")
         mask = mask.astype(np.int64)
     values = np.unique(mask)
+    if seen is not None:
+        seen.update(int(v) for v in values)
     if label_map is None:
         label_map = {0: 0, 1: 1}
     rest = label_map.get("rest")
     uncovered = [int(v) for v in values if int(v) not in label_map and rest is None]
     if uncovered:
-        raise DataError(f"{where}: mask labels {uncovered[:8]} are not in the label map {_short(label_map)}; "
-                        f"pass label_map= with every label (or 'rest': 0)")
+        raise LabelMapError(where, uncovered, [int(v) for v in values], label_map)
     lut = {int(v): label_map.get(int(v), rest) for v in values}
     out = np.zeros(mask.shape, np.uint8)
     for v, target in lut.items():
         if target:
             out[mask == v] = 1
     return out
+
+
+def _short_list(values):
+    return "[" + ", ".join(map(str, values[:6])) + (", ...]" if len(values) > 6 else "]")
 
 
 def _short(label_map):
