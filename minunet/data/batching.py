@@ -17,6 +17,16 @@ def split(n, val=0.1, test=0.1, seed=0):
     return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
 
+def folds(n, k, seed=0):
+    """K-fold cross-validation: k (train, test) index-array pairs; the n slices are
+    shuffled once and dealt into k folds whose sizes differ by at most one."""
+    if not 2 <= k <= n:
+        raise ValueError(f"cross-validation needs 2 <= k <= {n} (the number of slices), received k={k}")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.array_split(order, k)
+    return [(np.concatenate(parts[:i] + parts[i + 1 :]), part) for i, part in enumerate(parts)]
+
+
 def batches(images, masks, batch_size=8, shuffle=True, seed=0, epoch=0, augment=None):
     """Yield (x, y) mini-batches; the last, partial batch is kept. The order (and the
     augmentation) depends only on (seed, epoch), so a resumed run sees the same batches."""
