@@ -202,6 +202,11 @@ def cmd_train(args, demo=False):
     from .train import EarlyStopping, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit, resume
 
     init = _init_model(args) if getattr(args, "init", None) else None
+    if args.resume:                # an interrupted run continues with its own settings
+        run = _checkpoint_state(args.resume).get("run", {})
+        for key, value in run.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
     _fill_defaults(args, finetune=init is not None)
     if args.size is not None and args.size % 2**args.depth:
         raise UsageError(f"--size {args.size} must be a multiple of 2**depth = {2 ** args.depth}")
@@ -218,7 +223,8 @@ def cmd_train(args, demo=False):
         callbacks.append(EarlyStopping(patience=args.patience))
     if args.resume:
         try:
-            model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks)
+            model, _, history = resume(args.resume, train, val, args.epochs, augment, callbacks,
+                                       verbose=0 if args.quiet else 1)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
     else:
@@ -229,9 +235,10 @@ def cmd_train(args, demo=False):
               + (f" from {args.init}" if init else "") + f"; {args.epochs} epochs, batch {args.batch_size}, "
               f"lr {args.lr:g}, {args.augment} augmentation, {train[0].shape[1]}x{train[0].shape[2]} px, "
               f"backend {backend.name()}")
+        run = {key: getattr(args, key) for key in ("size", "epochs", "lr", "augment")}    # what --resume reads back
         history = fit(model, Adam(model.params, args.lr), train, val, epochs=args.epochs, batch_size=args.batch_size,
                       loss=args.loss, augment=augment, callbacks=callbacks, seed=args.seed,
-                      verbose=0 if args.quiet else 1)
+                      verbose=0 if args.quiet else 1, state={"epoch": 0, "batch": 0, "loss_sum": 0.0, "seen": 0, "run": run})
     if history.get("stopped") == "interrupted":
         print(f"interrupted: checkpoint saved to {out / 'last.h5'}; continue with --resume {out / 'last.h5'}")
         return 130
@@ -252,6 +259,15 @@ def cmd_train(args, demo=False):
                   f"in {elapsed:.0f} s; wrote {out / 'model.h5'}, curves.png, overlays.png, architecture.png")
     print(f"done in {elapsed:.0f} s; model: {out / 'model.h5'}")
     return 0
+
+
+def _checkpoint_state(path):
+    from .model import load_checkpoint
+
+    try:
+        return load_checkpoint(path).state
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
 
 
 def _check_size(args, images):
