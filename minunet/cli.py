@@ -28,8 +28,8 @@ DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64,
             batch_size=8, lr=3e-3, loss="ce+dice", seed=0)
 
 
-# Fine-tuning (train --init): the recipe measured on the 12 real slices of issue 19 (Adam 1e-3,
-# cosine decay, 100 epochs, strong augmentation, ce+dice, at the slices' own 256 px).
+# Fine-tuning (train --init): the recipe measured on the 12 real slices in issue 19 (Adam 1e-3,
+# cosine decay, 100 epochs, augmentation, ce+dice, at the slices' own 256 px; README: its numbers).
 FINETUNE = dict(size=None, epochs=100, batch_size=4, lr=1e-3, loss="ce+dice", augment="strong")
 
 # How every data source normalizes a slice (minunet.data.normalize), recorded in model files.
