@@ -151,18 +151,22 @@ def warp(images, masks, rows, cols):
     n, H, W, C = images.shape
     rows = np.clip(rows, 0, H - 1)
     cols = np.clip(cols, 0, W - 1)
-    base = (np.arange(n) * (H * W))[:, None, None]                       # offset of each slice, flat
-    # mask: the nearest pixel (rint rounds halves to even, on every backend alike)
+    base = (np.arange(n) * (H * W))[:, None, None]                       # first pixel of each slice, flat
+    # mask: the nearest pixel (rint rounds halves to even)
     y = masks.reshape(-1)[base + np.rint(rows).astype(np.intp) * W + np.rint(cols).astype(np.intp)]
-    # image: the four neighbours, weighted by the distance to each
-    r0, c0 = np.floor(rows).astype(np.intp), np.floor(cols).astype(np.intp)
-    r1, c1 = np.minimum(r0 + 1, H - 1), np.minimum(c0 + 1, W - 1)
+    # image: the four neighbours (r0, c0) (r0, c1) (r1, c0) (r1, c1), weighted by the distance
+    r0, c0 = rows.astype(np.intp), cols.astype(np.intp)                  # floor: positions are >= 0
+    down = np.where(r0 < H - 1, W, 0)                                     # r1 - r0, in flat pixels
+    right = np.where(c0 < W - 1, 1, 0)                                    # c1 - c0
+    p00 = ((base + r0 * W + c0) * C)[..., None] + np.arange(C)            # flat indices, (n, h, w, C)
+    p10 = p00 + down[..., None] * C
     fr = (rows - r0).astype(images.dtype)[..., None]                     # (n, h, w, 1)
     fc = (cols - c0).astype(images.dtype)[..., None]
-    flat = images.reshape(n * H * W, C)
-    top = flat[base + r0 * W + c0] * (1 - fc) + flat[base + r0 * W + c1] * fc
-    bottom = flat[base + r1 * W + c0] * (1 - fc) + flat[base + r1 * W + c1] * fc
-    return top * (1 - fr) + bottom * fr, y
+    flat = images.reshape(-1)
+    top, bottom = flat[p00], flat[p10]
+    top += fc * (flat[p00 + right[..., None] * C] - top)                 # along the row: c0 -> c1
+    bottom += fc * (flat[p10 + right[..., None] * C] - bottom)
+    return top + fr * (bottom - top), y                                  # down the column: r0 -> r1
 
 
 # ----------------------------------------------------------------- intensity
