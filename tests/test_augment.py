@@ -63,6 +63,17 @@ def test_each_geometric_transform_keeps_image_and_mask_aligned(labelled, name, s
         assert _dice(_decode(x, label), y == label) > 0.95, (name, label)
 
 
+@given(n=st.integers(1, 3), h=st.integers(4, 40), w=st.integers(4, 40), channels=st.integers(1, 2),
+       mask_dtype=st.sampled_from([np.uint8, np.int32, np.int64]), seed=st.integers(0, 2**32 - 1))
+def test_strong_keeps_shapes_dtypes_and_labels_on_any_slice_shape(n, h, w, channels, mask_dtype, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((n, h, w, channels)).astype(np.float32)
+    masks = rng.integers(0, 3, (n, h, w)).astype(mask_dtype)
+    x, y = augment_preset("strong")(images, masks, rng)
+    assert x.shape == images.shape and x.dtype == np.float32 and np.all(np.isfinite(x))
+    assert y.shape == masks.shape and y.dtype == mask_dtype and set(np.unique(y)) <= {0, 1, 2}
+
+
 def test_flip_and_quarter_turn_are_exact(labelled):
     images, masks = labelled
     mirrored = np.ones(4, bool)
