@@ -44,7 +44,8 @@ def main():
             model.backward(dlogits, input_gradient=False)
             optimizer.step(model.grads)
 
-        print(f"{size:>5} {'step':>7} {median_ms(step, max(2, args.repeat // 3)):>16.1f}   (training step, depth 4, base 8)")
+        step_ms = median_ms(step, max(2, args.repeat // 3))
+        print(f"{size:>5} {'step':>7} {step_ms:>16.1f}   (one training step, depth 4, base 8)")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ class Augment:
         if self.flip > 1:
             raise ValueError(f"Augment: flip is a probability in [0, 1], received {self.flip!r}")
         if self.elastic >= 0.5:
-            raise ValueError(f"Augment: elastic is a fraction of the slice's side (try 0.02), received {self.elastic!r}")
+            raise ValueError(f"Augment: elastic is a fraction of the slice's side (try 0.02), "
+                             f"received {self.elastic!r}")
 
     def __call__(self, images, masks, rng):
         images, masks = np.asarray(images), np.asarray(masks)
