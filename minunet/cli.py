@@ -155,13 +155,6 @@ def segment_at(model, images, size=None, batch_size=8):
     return labels(back)
 
 
-def _augmentation(name):
-    """SHIM until branch t19aug's data.augment_preset lands: none | light | strong."""
-    from . import data
-
-    return {"none": None, "light": data.Augment(rotate=5, scale=0.05), "strong": data.Augment()}[name]
-
-
 def _init_model(args):
     """The --init model, its architecture checked against explicit flags."""
     if args.resume:
@@ -217,7 +210,7 @@ def cmd_train(args, demo=False):
     start = time.time()
     train, val, test = _load_data(args, args.seed)
     _check_size(args, train[0])
-    augment = _augmentation(args.augment)
+    augment = data.augment_preset(args.augment)
     callbacks = [ModelCheckpoint(out), LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
     if args.patience:
         callbacks.append(EarlyStopping(patience=args.patience))
@@ -297,7 +290,7 @@ def _cross_validate(args, init, out):
     except ValueError as e:
         raise UsageError(f"--cv {args.cv}: {e}") from None
     val = _load_val(args, images.shape[1:3]) if args.val_data else None
-    augment = _augmentation(args.augment)
+    augment = data.augment_preset(args.augment)
     print(f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]}, {args.cv}-fold cross-validation; "
           f"{args.epochs} epochs, lr {args.lr:g}, {args.augment} augmentation"
           + (f", each fold from {args.init}" if init else ""))
