@@ -248,3 +248,15 @@ def test_resume_of_a_fine_tuning_run_keeps_its_settings(base, tmp_path):
     ck = minunet.load_checkpoint(tmp_path / "r" / "last.h5")
     assert len(ck.history["loss"]) == 3 and ck.state["run"]["augment"] == "strong"
     assert ck.history["lr"][2] == pytest.approx(cosine_decay(1e-3, 3)(2)) == pytest.approx(0.05 * 1e-3)
+
+
+def test_folds_deal_every_slice_to_exactly_one_test_fold():
+    parts = data.folds(12, 4, seed=3)
+    tests = np.concatenate([test for _, test in parts])
+    assert sorted(tests.tolist()) == list(range(12)) and [len(t) for _, t in parts] == [3, 3, 3, 3]
+    for train, test in parts:
+        assert sorted(np.concatenate([train, test]).tolist()) == list(range(12))
+    assert [len(t) for _, t in data.folds(10, 4)] == [3, 3, 2, 2]
+    np.testing.assert_array_equal(data.folds(12, 4, seed=3)[1][1], parts[1][1])       # the seed fixes the folds
+    with pytest.raises(ValueError, match="2 <= k <= 3"):
+        data.folds(3, 4)
