@@ -2,6 +2,8 @@
 
     minunet demo                      # phantom data, a small U-Net on the CPU, Dice on held-out slices
     minunet train --epochs 100 --depth 5 --base-filters 64      # the seed's full setting
+    minunet train --data ../shared/data/real-spine --init minunet-demo/model.h5   # fine-tune on real slices
+    minunet train --data ../shared/data/real-spine --init minunet-demo/model.h5 --cv 4   # ... cross-validated
     minunet evaluate --model out/best.h5 --data ../shared/data/real-spine
     minunet predict --model out/best.h5 scans/ --out masks/
     minunet summary --depth 5 --base-filters 64      (or: minunet summary keras_model.h5)
@@ -30,8 +32,18 @@ from . import __version__, backend
 DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=8,
             batch_size=8, lr=3e-3, loss="ce+dice", seed=0, upsampling="transpose", val_split=0.1, test_split=0.1)
 PHANTOM_MIN_SIZE = 16   # minunet.data.phantom.generate's smallest slice
+#: What evaluate writes into --out (more overlay pages, overlays_2.png ..., past 12 slices).
+EVALUATE_OUTPUTS = ("metrics.json", "per_slice.csv", "per_slice.json", "overlays_1.png")
 #: What train and demo write into --out.
 TRAIN_OUTPUTS = ("model.h5", "best.h5", "last.h5", "curves.png", "architecture.png", "overlays.png", "metrics.json")
+
+
+# Fine-tuning (train --init): the recipe measured on the 12 real slices in issue 19 (Adam 1e-3,
+# cosine decay, 100 epochs, augmentation, ce+dice, at the slices' own 256 px; README: its numbers).
+FINETUNE = dict(size=None, epochs=100, batch_size=4, lr=1e-3, loss="ce+dice", augment="strong")
+
+# How every data source normalizes a slice (minunet.data.normalize), recorded in model files.
+NORMALIZATION = {"method": "percentile clip, then z-score per slice", "low": 0.5, "high": 99.5}
 
 
 class UsageError(Exception):
@@ -121,9 +133,13 @@ def _out_folder(path, flag="--out"):
 
 
 def _write_json(path, value):
+    _write_text(path, json.dumps(value, indent=1))
+
+
+def _write_text(path, text):
     from .h5file import write_bytes_atomic
 
-    write_bytes_atomic(path, json.dumps(value, indent=1))
+    write_bytes_atomic(path, text)
 
 
 def _given(args, *names):
@@ -149,25 +165,44 @@ def _phantom(n, size, seed, **kw):
 
 
 def _load_data(args, split_seed):
-    """(train, val, test) arrays from --data or the phantom."""
+    """(train, val, test) arrays from --data or the phantom (and --val-data)."""
     from . import data
 
     if getattr(args, "data", None) in (None, "phantom"):
+        size = args.size or 128
         n = args.n_train + args.n_val + args.n_test
         t = time.time()
-        images, masks = _phantom(n, args.size, args.seed)
-        print(f"phantom: {n} slices of {args.size}x{args.size} in {time.time() - t:.1f} s")
+        images, masks = _phantom(n, size, args.seed)
+        print(f"phantom: {n} slices of {size}x{size} in {time.time() - t:.1f} s")
         a, b = args.n_train, args.n_train + args.n_val
-        return (images[:a], masks[:a]), (images[a:b], masks[a:b]), (images[b:], masks[b:])
+        train, val, test = (images[:a], masks[:a]), (images[a:b], masks[a:b]), (images[b:], masks[b:])
+        return train, (_load_val(args, images.shape[1:3]) if args.val_data else val), test
     images, masks = _load_labelled(args, args.size)
     n = len(images)
-    train, val, test = data.split(n, val=args.val_split, test=args.test_split, seed=split_seed)
+    val_share = 0.0 if args.val_data else args.val_split
+    train, val, test = data.split(n, val=val_share, test=args.test_split, seed=split_seed)
     print(f"{args.data}: {n} slices -> {len(train)} train, {len(val)} validation, {len(test)} test")
     if len(train) == 0:
         raise UsageError(f"--data {args.data}: {n} slice(s) leave none to train on with --val-split {args.val_split} "
                          f"and --test-split {args.test_split}; lower them or add slices")
+    for what, idx, flag, share in (("validation", val, "--val-split", val_share),
+                                   ("test", test, "--test-split", args.test_split)):
+        if share and len(idx) < 2:
+            left = f"leaves 1 {what} slice, whose score says little" if len(idx) else f"leaves no {what} slice"
+            print(f"minunet train: note: {flag} {share:g} of {n} slices {left}; use --cv K"
+                  + (" or --val-data PATH" if what == "validation" else ""), file=sys.stderr)
     pick = lambda idx: (images[idx], masks[idx])  # noqa: E731
-    return pick(train), (pick(val) if len(val) else None), (pick(test) if len(test) else None)
+    val = _load_val(args, images.shape[1:3]) if args.val_data else (pick(val) if len(val) else None)
+    return pick(train), val, (pick(test) if len(test) else None)
+
+
+def _load_val(args, size):
+    """The --val-data slices, resampled to the training slices' size."""
+    from . import data
+
+    images, masks = _load_labelled(args, tuple(size), args.val_data, "--val-data")
+    print(f"{args.val_data}: {len(images)} validation slices")
+    return images, masks
 
 
 def _check_data_flags(args, phantom_only, data_only):
@@ -185,18 +220,22 @@ def _check_data_flags(args, phantom_only, data_only):
         raise UsageError(f"{ignored[0]} applies to {target}, not to {other}{why}, so it would be ignored; drop {ignored[0]}")
 
 
-def _load_labelled(args, size):
-    """Images and masks from --data PATH, with --label-map, refusing masks without any disc."""
+def _load_labelled(args, size, path=None, flag="--data", names=False, label_map=None):
+    """Images and masks (and, with ``names``, slice names) from --data PATH (or ``path``,
+    given as ``flag``), with --label-map, refusing masks without any disc."""
     from . import data
     from .data.loaders import LabelMapError, NoDiscError, suggested_label_map
 
-    label_map = _label_map(args)
+    path = path or args.data
+    label_map = label_map or _label_map(args)
     try:
-        images, masks = data.load(args.data, size=size, label_map=label_map)
+        loaded = data.load(path, size=size, label_map=label_map, names=names)
+        images, masks = loaded[:2]
     except NoDiscError as e:
         full = json.dumps({str(k): v for k, v in suggested_label_map(e.labels, {0: 0, 1: 1}).items()})
         discs = ", ".join(map(str, e.discs[:3])) + (", ..." if len(e.discs) > 3 else "")
-        raise UsageError(f"--data {args.data}: --label-map {args.label_map!r} marks labels [{discs}] as disc, but the "
+        given = f"--label-map {args.label_map!r}" if args.label_map else "the label map recorded in the model file"
+        raise UsageError(f"{flag} {path}: {given} marks labels [{discs}] as disc, but the "
                          f"masks hold only {e.labels}: no disc at all; pass a --label-map that names these labels, "
                          f"e.g. --label-map '{full}'") from None
     except LabelMapError as e:
@@ -206,9 +245,9 @@ def _load_labelled(args, size):
                          f"e.g. --label-map '{full}' (1 = disc, 0 = background), or add \"rest\": 0") from None
     if not masks.any():
         how = f" after --label-map {args.label_map!r}" if args.label_map else ""
-        raise UsageError(f"--data {args.data}: no mask marks any disc pixel{how} ({len(masks)} masks, all 0); "
+        raise UsageError(f"{flag} {path}: no mask marks any disc pixel{how} ({len(masks)} masks, all 0); "
                          f"Dice would be meaningless: check the masks" + ("" if args.label_map else " or pass --label-map"))
-    return images, masks
+    return loaded
 
 
 def _label_map(args):
@@ -247,6 +286,79 @@ def _load_model(path):
         message = str(e).replace("use keras_h5.load_weights(UNet(...), path) with the matching configuration",
                                  "save the whole model from Keras (model.save('m.h5')), not only its weights")
         raise UsageError(message) from None
+
+
+def _metadata(size, label_map):
+    """What a model file records about its input (UNet.metadata)."""
+    label_map = label_map or {0: 0, 1: 1}
+    return {"size": [int(size[0]), int(size[1])], "normalization": NORMALIZATION,
+            "label_map": {str(k): int(v) for k, v in label_map.items()}}
+
+
+def _stored_label_map(model):
+    """The label map a model was trained with, from its file (None if not recorded, or
+    if it is the default 0/1)."""
+    stored = (model.metadata or {}).get("label_map")
+    stored = {(k if k == "rest" else int(k)): int(v) for k, v in stored.items()} if stored else None
+    return None if stored == {0: 0, 1: 1} else stored
+
+
+def _inference_size(args, model, command):
+    """(H, W) to run the model at: --size if given (with a one-line notice when it differs
+    from the training size), else the size recorded in the model file, else None (each
+    input's own size, as files written before minunet recorded it)."""
+    trained = (model.metadata or {}).get("size")
+    if args.size:
+        if trained and [args.size, args.size] != list(trained):
+            print(f"minunet {command}: note: --size {args.size} differs from the size the model was trained at "
+                  f"({trained[0]}x{trained[1]}); expect a lower Dice", file=sys.stderr)
+        return (args.size, args.size)
+    if not trained:
+        print(f"minunet {command}: note: {args.model} records no training size; running at each input's own size",
+              file=sys.stderr)
+    return tuple(trained) if trained else None
+
+
+def segment_at(model, images, size=None, batch_size=8):
+    """Label maps (N, H, W) at the images' own resolution, from the model run at ``size``.
+
+    Each normalized image (N, H, W, 1) is resampled bilinearly to ``size`` = (h, w) and
+    normalized again (as training slices were: resized, then normalized); the model's class
+    probabilities are resampled bilinearly back to (H, W), and the arg-max taken there. So a
+    mask comes back at the input's resolution with edges smoother than up-sampled labels."""
+    from . import data
+    from .model import labels
+
+    n, h, w = images.shape[:3]
+    if size is None or tuple(size) == (h, w):
+        return model.segment(images, batch_size)
+    x = data.normalize(data.resize(images[..., 0], tuple(size)))[..., None]
+    probs = np.asarray(model.predict(x, batch_size))                                # (N, h', w', K)
+    k = probs.shape[-1]
+    planes = probs.transpose(0, 3, 1, 2).reshape(n * k, *probs.shape[1:3])          # (N*K, h', w')
+    back = data.resize(planes, (h, w)).reshape(n, k, h, w).transpose(0, 2, 3, 1)   # (N, H, W, K)
+    return labels(back)
+
+
+def _init_model(args):
+    """The --init model, its architecture checked against explicit flags."""
+    if args.resume:
+        raise UsageError("--init starts a new run from a model's weights, --resume continues an interrupted one; give one")
+    model = _load_model(args.init)
+    for flag, key in (("--depth", "depth"), ("--base-filters", "base_filters"), ("--upsampling", "upsampling")):
+        given = getattr(args, key)
+        if given is not None and given != model.config[key]:
+            raise UsageError(f"{flag} {given} contradicts {args.init}, whose {key.replace('_', ' ')} is "
+                             f"{model.config[key]}; drop {flag} (--init takes the architecture from the file)")
+    for key in ("depth", "base_filters", "upsampling"):
+        setattr(args, key, model.config[key])
+    return model
+
+
+def _train_defaults(finetune):
+    """What a flag left unset means for train and demo: the demo's settings, or the
+    fine-tuning recipe's under --init."""
+    return {**DEMO, "augment": "none", **(FINETUNE if finetune else {})}
 
 
 def _report(summary, title):
@@ -292,25 +404,33 @@ def cmd_train(args, demo=False):
                         resume)
 
     _check_data_flags(args, ("n_train", "n_val", "n_test"), ("val_split", "test_split"))
-    if args.resume:
+    init = _init_model(args) if args.init else None
+    if args.resume:                # an interrupted run continues with its own settings
         _check_resume_flags(args)
-    _fill_defaults(args, DEMO)
+        for key, value in _checkpoint_state(args.resume).get("run", {}).items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+    _fill_defaults(args, _train_defaults(finetune=init is not None))
     if args.data != "phantom" and args.val_split + args.test_split >= 1:
         raise UsageError(f"--val-split {args.val_split} and --test-split {args.test_split} add up to 1 or more, "
                          f"leaving nothing to train on; lower them")
-    if not args.resume and args.size % 2**args.depth:
+    if not args.resume and args.size is not None and args.size % 2**args.depth:
         raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
                          f"change --size or --depth")
     out = _out_folder(args.out)
+    if args.cv:
+        return _cross_validate(args, init, out)
     resuming_here = bool(args.resume) and _same_file(Path(args.resume).parent, out)
     earlier = [name for name in TRAIN_OUTPUTS if (out / name).exists()]
     if earlier and not resuming_here and not args.overwrite:   # a run's files must all come from that run
         raise UsageError(f"--out {out}: holds {', '.join(earlier)} from an earlier run; pass --overwrite to replace "
                          f"them, choose another --out, or continue that run with --resume {out / 'last.h5'}")
-    check_outputs({out / name: "--out" for name in TRAIN_OUTPUTS}, inputs=[args.data], overwrite=True)
+    inputs = [p for p in (args.data, args.val_data, args.init) if p]
+    check_outputs({out / name: "--out" for name in TRAIN_OUTPUTS}, inputs=inputs, overwrite=True)
     start = time.time()
     train, val, test = _load_data(args, args.seed)
-    augment = data.Augment(rotate=5, scale=0.05) if args.augment else None
+    _check_size(args, train[0])
+    augment = data.augment_preset(args.augment)
     checkpoint = ModelCheckpoint(out)
     callbacks = [checkpoint, LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
     if args.patience:
@@ -325,15 +445,19 @@ def cmd_train(args, demo=False):
                 raise UsageError(str(e).replace("resume from a last.h5 or best.h5 written by fit",
                                                 "pass --resume a last.h5 or best.h5 written by minunet train")) from None
         else:
-            model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
-                         upsampling=args.upsampling, seed=args.seed)
-            print(f"UNet depth {args.depth}, base {args.base_filters}: {model.n_params:,} parameters; "
-                  f"{args.epochs} epochs, batch {args.batch_size}, backend {backend.name()}, "
-                  f"{_threads_text(args)}")
+            model = init or UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
+                                 upsampling=args.upsampling, seed=args.seed)
+            model.metadata = _metadata(train[0].shape[1:3], _label_map(args))
+            print(f"UNet depth {args.depth}, base {args.base_filters}: {model.n_params:,} parameters"
+                  + (f" from {args.init}" if init else "") + f"; {args.epochs} epochs, batch {args.batch_size}, "
+                  f"lr {args.lr:g}, {args.augment} augmentation, {train[0].shape[1]}x{train[0].shape[2]} px, "
+                  f"backend {backend.name()}, {_threads_text(args)}")
+            run = {key: getattr(args, key) for key in ("size", "epochs", "lr", "augment")}    # what --resume reads back
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a diverging run is reported below
                 history = fit(model, Adam(model.params, args.lr), train, val, epochs=args.epochs,
                               batch_size=args.batch_size, loss=args.loss, augment=augment, callbacks=callbacks,
-                              seed=args.seed, verbose=0 if args.quiet else 1)
+                              seed=args.seed, verbose=0 if args.quiet else 1,
+                              state={"epoch": 0, "batch": 0, "loss_sum": 0.0, "seen": 0, "run": run})
     except DivergedError as e:
         done = e.epoch - 1
         kept = (f"the last good checkpoint, {out / 'last.h5'} (after epoch {done}), is kept: continue with "
@@ -351,7 +475,7 @@ def cmd_train(args, demo=False):
     model = _load_model(out / ("best.h5" if "best.h5" in written else "last.h5"))
     model.save(out / "model.h5")
     plots.curves(history, out / "curves.png")
-    plots.architecture(model, args.size, out / "architecture.png")
+    plots.architecture(model, train[0].shape[1], out / "architecture.png")
     elapsed = time.time() - start
     if test is not None and len(test[0]):
         preds = model.segment(test[0])
@@ -375,6 +499,90 @@ def cmd_train(args, demo=False):
     return 0
 
 
+def _checkpoint_state(path):
+    from .model import load_checkpoint
+
+    try:
+        return load_checkpoint(path).state
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_size(args, images):
+    h, w = images.shape[1:3]
+    m = 2**args.depth
+    if h % m or w % m:
+        raise UsageError(f"{args.data}: slices are {h}x{w}, not multiples of 2**depth = {m}; "
+                         f"pass --size with a multiple of {m}")
+
+
+def _cross_validate(args, init, out):
+    """train --cv K: K models, each trained on K-1 folds from the same start (the --init
+    file, or the same seed) and scored on the fold it never saw."""
+    from . import data, metrics
+    from .model import UNet
+    from .optim import Adam
+    from .train import LearningRateScheduler, ModelCheckpoint, cosine_decay, fit
+
+    if args.resume:
+        raise UsageError("--cv trains K new models; it cannot --resume one run")
+    if args.data in (None, "phantom"):
+        raise UsageError("--cv needs --data PATH: cross-validation is for small real data sets")
+    images, masks, names = _load_labelled(args, args.size, names=True)
+    _check_size(args, images)
+    try:
+        folds = data.folds(len(images), args.cv, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(f"--cv {args.cv}: {e}") from None
+    val = _load_val(args, images.shape[1:3]) if args.val_data else None
+    augment = data.augment_preset(args.augment)
+    print(f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]}, {args.cv}-fold cross-validation; "
+          f"{args.epochs} epochs, lr {args.lr:g}, {args.augment} augmentation"
+          + (f", each fold from {args.init}" if init else ""))
+    results, start = [], time.time()
+    for k, (train_idx, test_idx) in enumerate(folds, 1):
+        model = _load_model(args.init) if init else UNet(
+            in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
+            upsampling=args.upsampling, seed=args.seed)
+        model.metadata = _metadata(images.shape[1:3], _label_map(args))
+        folder = out / f"fold{k}"
+        callbacks = [LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
+        if val is not None:
+            callbacks.append(ModelCheckpoint(folder))
+        history = fit(model, Adam(model.params, args.lr), (images[train_idx], masks[train_idx]), val,
+                      epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, augment=augment,
+                      callbacks=callbacks, seed=args.seed, verbose=0 if args.quiet else 1)
+        if history.get("stopped") == "interrupted":
+            print(f"interrupted in fold {k}: no cross-validation result")
+            return 130
+        if val is not None and (folder / "best.h5").exists():
+            model = _load_model(folder / "best.h5")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            model.save(folder / "model.h5")
+        scores = metrics.per_image(model.segment(images[test_idx]), masks[test_idx])
+        slices = [{"name": names[i], "dice": float(d), "iou": float(j), "hd95": _json_number(h)}
+                  for i, d, j, h in zip(test_idx, scores["dice"][:, 0], scores["iou"][:, 0], scores["hd95"][:, 0])]
+        fold_dice = float(scores["dice"].mean())
+        results.append({"fold": k, "dice": fold_dice, "train": [names[i] for i in train_idx], "test": slices})
+        print(f"fold {k}/{args.cv}: held-out Dice {fold_dice:.3f}  ("
+              + ", ".join(f"{r['name']} {r['dice']:.3f}" for r in slices) + f")  [{time.time() - start:.0f} s]")
+    dice = np.array([r["dice"] for r in results])
+    summary = {"folds": args.cv, "seed": args.seed, "data": str(args.data), "init": args.init,
+               "size": list(images.shape[1:3]), "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+               "loss": args.loss, "augment": args.augment, "dice_mean": float(dice.mean()),
+               "dice_sd": float(dice.std(ddof=1)), "per_fold": results}
+    _write_json(out / "cv.json", summary)
+    print(f"cross-validation, {args.cv} folds, seed {args.seed}: held-out Dice {dice.mean():.3f} +- "
+          f"{dice.std(ddof=1):.3f} (mean +- sd over folds); wrote {out / 'cv.json'}")
+    return 0
+
+
+def _json_number(x):
+    """A float for JSON, None for NaN (HD95 of an empty mask or prediction)."""
+    return None if np.isnan(x) else float(x)
+
+
 def cmd_evaluate(args):
     from . import data, metrics, plots
 
@@ -382,21 +590,34 @@ def cmd_evaluate(args):
     _fill_defaults(args, {"n": 64, "seed": 12345})
     if args.out:
         out = Path(args.out)
-        check_outputs({out / "overlays.png": "--out", out / "metrics.json": "--out"}, inputs=[args.model, args.data],
+        check_outputs({out / name: "--out" for name in EVALUATE_OUTPUTS}, inputs=[args.model, args.data],
                       overwrite=args.overwrite)
     model = _load_model(args.model)
+    size = _inference_size(args, model, "evaluate")
     if args.data == "phantom":
-        images, masks = _phantom(args.n, args.size or 128, args.seed)
-    else:
-        images, masks = _load_labelled(args, args.size)
-    preds = model.segment(images)
+        images, masks = _phantom(args.n, size[0] if size else 128, args.seed)
+        names = [f"phantom_{i:04d}" for i in range(len(images))]
+    else:                                                      # each slice at its own size
+        images, masks, names = _load_labelled(args, None, names=True,
+                                              label_map=_label_map(args) or _stored_label_map(model))
+    preds = segment_at(model, images, size)
     summary = metrics.summarize(preds, masks)
-    _report(summary, f"{args.data}: {len(images)} slices")
+    run_at = f"run at {size[0]}x{size[1]}, " if size else ""
+    _report(summary, f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]} ({run_at}scored at their own size)")
     if args.out:
         out = _out_folder(args.out)
-        plots.overlays(images, masks, preds, out / "overlays.png", n=min(8, len(images)))
+        scores = metrics.per_image(preds, masks)
+        rows = [{"name": name, "dice": float(d), "iou": float(j), "hd95": _json_number(h)}
+                for name, d, j, h in zip(names, scores["dice"][:, 0], scores["iou"][:, 0], scores["hd95"][:, 0])]
+        _write_json(out / "per_slice.json", rows)
+        lines = ["name,dice,iou,hd95"] + [f"{r['name']},{r['dice']:.4f},{r['iou']:.4f},"
+                                          f"{'' if r['hd95'] is None else format(r['hd95'], '.2f')}" for r in rows]
+        _write_text(out / "per_slice.csv", "\n".join(lines) + "\n")
         _write_json(out / "metrics.json", summary)
-        print(f"wrote {out / 'overlays.png'} and {out / 'metrics.json'}")
+        pages = plots.overlay_pages(images, masks, preds, [f"{r['name']}  Dice {r['dice']:.3f}" for r in rows],
+                                    out / "overlays")
+        print(f"wrote {out / 'per_slice.csv'}, per_slice.json, metrics.json and {len(pages)} overlay page(s) "
+              f"{pages[0].name}{' ...' if len(pages) > 1 else ''}")
     return 0
 
 
@@ -463,6 +684,7 @@ def cmd_predict(args):
             planned[target] = "--out"
     check_outputs(planned, inputs=inputs + [args.model], overwrite=args.overwrite)
     model = _load_model(args.model)
+    size = _inference_size(args, model, "predict")
     out = _out_folder(out)
     if skipped:
         print(f"skipped {len(skipped)} mask file(s): {', '.join(q.name for q in skipped[:3])}"
@@ -470,11 +692,10 @@ def cmd_predict(args):
     for f in files:
         stem = loaders.stem(f)
         if data.loaders.is_volume(f):
-            x = data.loaders.load_volume_slices(f, args.size)
+            x = data.loaders.load_volume_slices(f)
         else:
-            x = data.normalize(data.loaders._check_image(data.loaders._read_2d(f, "image"), f)[None])
-            x = (data.resize(x, args.size) if args.size else x)[..., None]
-        pred = model.segment(x)                                    # (slices, H, W)
+            x = data.normalize(data.loaders._check_image(data.loaders._read_2d(f, "image"), f)[None])[..., None]
+        pred = segment_at(model, x, size)                          # (slices, H, W) at the input's size
         _save_npy(out / f"{stem}_mask.npy", pred if len(pred) > 1 else pred[0])
         best = int(pred.reshape(len(pred), -1).sum(1).argmax())    # the slice with the most disc
         _write_mask_png(out / f"{stem}_mask.png", pred[best])
@@ -607,21 +828,35 @@ def _training_flags(p, defaults):
     p.add_argument("--data", default="phantom", help="a folder of image/mask pairs, an HDF5 file, or 'phantom' (default)")
     p.add_argument("--label-map", help="--data only: JSON mapping of every mask label to 1 (disc) or 0 (background), "
                    "e.g. '{\"0\": 0, \"1\": 1, \"2\": 0}', or 'spider' (default: masks hold 0/1)")
-    p.add_argument("--size", type=positive_int, default=d["size"], help="slice size in pixels, a multiple of 2**depth")
+    p.add_argument("--init", help="start from this minunet or Keras model file's weights: fine-tuning, with a fresh "
+                   "optimizer, schedule and epochs; the architecture comes from the file (default: a new network)")
+    p.add_argument("--size", type=positive_int, help=f"slice size in pixels, a multiple of 2**depth (default "
+                   f"{d['size']}; with --init, the slices' own size)")
     p.add_argument("--n-train", type=positive_int, help=f"phantom only: training slices (default {d['n_train']})")
     p.add_argument("--n-val", type=positive_int, help=f"phantom only: validation slices (default {d['n_val']})")
     p.add_argument("--n-test", type=positive_int, help=f"phantom only: test slices (default {d['n_test']})")
     p.add_argument("--val-split", type=fraction, help=f"--data only: validation share (default {d['val_split']})")
     p.add_argument("--test-split", type=fraction, help=f"--data only: test share (default {d['test_split']})")
+    p.add_argument("--val-data", help="validation slices from this folder or HDF5 file, instead of --val-split "
+                   "(default: none)")
+    p.add_argument("--cv", type=positive_int, metavar="K", help="K-fold cross-validation of --data: each fold's "
+                   "held-out Dice and their mean +- sd, written to cv.json; with --init every fold starts from that "
+                   "file (default: off)")
     p.add_argument("--depth", type=positive_int, help=f"encoder levels (default {d['depth']}; the seed: 5)")
     p.add_argument("--base-filters", type=positive_int, help=f"filters of level 1 (default {d['base_filters']}; the seed: 64)")
     p.add_argument("--upsampling", choices=["transpose", "nearest"], help=f"up-sampling (default {d['upsampling']})")
-    p.add_argument("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (to reach, with --resume)")
-    p.add_argument("--batch-size", type=positive_int, help=f"slices per step (default {d['batch_size']})")
-    p.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate, cosine-decayed")
+    p.add_argument("--epochs", type=positive_int, help=f"epochs to train (to reach, with --resume) (default "
+                   f"{d['epochs']}; with --init {FINETUNE['epochs']})")
+    p.add_argument("--batch-size", type=positive_int, help=f"slices per step (default {d['batch_size']}; "
+                   f"with --init {FINETUNE['batch_size']})")
+    p.add_argument("--lr", type=positive_float, help=f"Adam learning rate, cosine-decayed (default {d['lr']:g}; "
+                   f"with --init {FINETUNE['lr']:g})")
     p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], help=f"training loss (default {d['loss']})")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="flips, rotations, scalings, intensity jitter (default: off)")
+    p.add_argument("--augment", nargs="?", const="light", choices=["none", "light", "strong"],
+                   help="augmentation level: light = flips, small rotations and zooms, intensity jitter; strong adds "
+                   "elastic deformation, bias field, gamma, blur and noise (default none; with --init strong; "
+                   "--augment alone: light)")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none (default: not given)")
     p.add_argument("--patience", type=nonnegative_int, default=0,
                    help="early stopping after this many epochs without a better validation Dice (0: off)")
     p.add_argument("--seed", type=nonnegative_int, help=f"weights, phantom, split and batches (default {d['seed']})")
@@ -656,18 +891,21 @@ def build_parser():
     p.add_argument("--model", required=True, help="a minunet or Keras .h5 model file")
     p.add_argument("--data", default="phantom", help="a folder, an HDF5 file, or 'phantom' (default)")
     p.add_argument("--label-map", help="--data only: JSON mapping of every mask label to 1 (disc) or 0, or 'spider' "
-                   "(default: masks hold 0/1)")
-    p.add_argument("--size", type=positive_int, help="resize slices to this size (default: keep; phantom: 128)")
+                   "(default: the map recorded in the model file, else masks hold 0/1)")
+    p.add_argument("--size", type=positive_int, help="run the model at this size (default: the size it was trained "
+                   "at, from the model file; phantom: 128); masks are scored at the slices' own size")
     p.add_argument("--n", type=positive_int, help="phantom only: slices (default 64)")
     p.add_argument("--seed", type=nonnegative_int, help="phantom only: seed (default 12345, unseen by the demo)")
-    p.add_argument("--out", help="write overlays.png and metrics.json into this folder (default: write nothing)")
-    p.add_argument("--overwrite", action="store_true", help="replace overlays.png, metrics.json in --out (default: refuse)")
+    p.add_argument("--out", help="write per_slice.csv, per_slice.json, metrics.json and overlays_N.png (every slice, "
+                   "named, with its Dice) into this folder (default: write nothing)")
+    p.add_argument("--overwrite", action="store_true", help="replace those files in --out (default: refuse)")
     p.set_defaults(func=cmd_evaluate)
 
     p = command("predict", "segment images (.png, .npy, .npz) or volumes (.nii, .mha) into disc masks and overlays")
     p.add_argument("inputs", nargs="+", help="image files or folders (a folder's NAME_mask.* files are skipped)")
     p.add_argument("--model", required=True, help="a minunet or Keras .h5 model file")
-    p.add_argument("--size", type=positive_int, help="resize to this size first (default: keep)")
+    p.add_argument("--size", type=positive_int, help="run the model at this size (default: the size it was trained "
+                   "at, from the model file); masks come back at each input's own size")
     p.add_argument("--out", default="minunet-predictions",
                    help="folder for NAME_mask.npy, NAME_mask.png (0/1) and NAME_overlay.png")
     p.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --out (default: refuse)")

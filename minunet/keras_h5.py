@@ -272,6 +272,8 @@ def load(path):
         for key, layer in names.items():
             kernel, bias = _read_layer_weights(group, layer, path)
             _assign(model, key, kernel, bias, swapped.get(key), path)
+        if "minunet_metadata" in f.attrs:             # written by save below; Keras ignores it
+            model.metadata = json.loads(_text(f.attrs["minunet_metadata"]))
     check_finite(model.params, path)
     return model
 
@@ -360,6 +362,8 @@ def save(model, path, input_size=None):
         f.attrs["backend"] = "tensorflow"
         f.attrs["model_config"] = json.dumps(config)
         f.attrs["minunet_version"] = __version__
+        if model.metadata is not None:
+            f.attrs["minunet_metadata"] = json.dumps(model.metadata)
         g = f.create_group("model_weights")
         g.attrs["layer_names"] = np.array([l["name"].encode() for l in layers])
         g.attrs["backend"] = "tensorflow"

@@ -262,16 +262,23 @@ class UNet:
         return text
 
     # -------------------------------------------------------------------- files
+    #: What the model expects of its input, written to its file by ``save`` and read back
+    #: by ``load``: {"size": [H, W] it was trained at, "normalization": {...}, "label_map":
+    #: {mask value: class}} (see ``minunet.cli``). None: unknown (a file older than it).
+    metadata = None
+
     def save(self, path, optimizer=None, history=None, state=None):
-        """Write an HDF5 model file atomically: config, weights, and optionally the
-        optimizer (state and step), the training history and a training ``state`` dict
-        (JSON-serializable: epoch, best score, ...). Read back with ``minunet.load`` or
-        ``minunet.load_checkpoint``."""
+        """Write an HDF5 model file atomically: config, weights, ``metadata`` if set, and
+        optionally the optimizer (state and step), the training history and a training
+        ``state`` dict (JSON-serializable: epoch, best score, ...). Read back with
+        ``minunet.load`` or ``minunet.load_checkpoint``."""
         def write(f):
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["minunet_version"] = __version__
             f.attrs["config"] = json.dumps(self.config)
+            if self.metadata is not None:
+                f.attrs["metadata"] = json.dumps(self.metadata)
             h5file.write_arrays(f.create_group("weights"), {k: to_numpy(v) for k, v in self.params.items()})
             if optimizer is not None:
                 sd = optimizer.state_dict()
@@ -331,6 +338,8 @@ def load_checkpoint(path):
             optimizer.load_state_dict({"iterations": int(g.attrs["iterations"]), "slots": slots})
         history = _json_attr(f, "history", path, {})
         state = _json_attr(f, "state", path, {})
+        if "metadata" in f.attrs:                     # absent from files written before it existed
+            model.metadata = _json_attr(f, "metadata", path, {})
     return Checkpoint(model, optimizer, history, state)
 
 

@@ -117,6 +117,28 @@ def overlays(images, masks, preds, path, n=6, min_panel=192):
     return _save(fig, path, tight=False)
 
 
+def overlay_pages(images, masks, preds, titles, stem, per_page=12, cols=4):
+    """Every slice, ``per_page`` to a page: the prediction in red, the ground truth as a
+    green outline, each titled (name and Dice). Writes STEM_1.png, STEM_2.png, ...;
+    returns their paths."""
+    from pathlib import Path
+
+    stem, paths = Path(stem), []
+    for page, first in enumerate(range(0, len(images), per_page), 1):
+        idx = range(first, min(first + per_page, len(images)))
+        rows = -(-len(idx) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.75 * rows), dpi=100, squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for ax, i in zip(axes.flat, idx):
+            _overlay(ax, images[i, ..., 0], preds[i], title=titles[i])
+            if masks is not None and masks[i].any():
+                ax.contour(masks[i] > 0, levels=[0.5], colors=[(0.1, 0.8, 0.2)], linewidths=0.7)
+        fig.suptitle("prediction (red), ground truth (green outline)", fontsize=9)
+        paths.append(_save(fig, stem.with_name(f"{stem.name}_{page}.png")))
+    return paths
+
+
 def feature_maps(model, image, path, channels=4):
     """What each encoder level, the bridge and each decoder level sees for one image
     (H, W, C): the first ``channels`` feature maps of every level's output."""

@@ -264,7 +264,7 @@ MORE_CASES = [   # found by trying more
      "save the whole model from Keras", None),
     ("evaluate-out-over-a-runs-pictures",
      lambda w: ["evaluate", "--model", w.model(), "--n", "2", "--size", "32", "--out",
-                str(Path(w.file("run/overlays.png")).parent)], "overlays.png: exists; pass --overwrite", None),
+                str(Path(w.file("run/metrics.json")).parent)], "metrics.json: exists; pass --overwrite", None),
     ("gradcheck-tol-0", lambda w: ["gradcheck", "--tol", "0"], "argument --tol: must be greater than 0", None),
     ("phantom-preview-is-out", lambda w: ["phantom", "--out", w.path("d.png"), "--preview", w.path("d.png")],
      "name the same file", None),

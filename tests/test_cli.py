@@ -37,7 +37,7 @@ def test_train_resume_evaluate_predict_summary(trained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(trained / "model.h5"), "--size", "32", "--n", "4", "--out", str(tmp_path / "e")]) == 0
     out = capsys.readouterr().out
-    assert "dice" in out and "hd95" in out and (tmp_path / "e" / "overlays.png").exists()
+    assert "dice" in out and "hd95" in out and (tmp_path / "e" / "overlays_1.png").exists()
     images, masks = data.phantom.generate(2, size=32, seed=9)
     np.save(tmp_path / "slice.npy", images[0, ..., 0])
     assert main(["predict", "--model", str(trained / "model.h5"), str(tmp_path / "slice.npy"), "--out", str(tmp_path / "p")]) == 0

@@ -76,20 +76,22 @@ def stem(path):
     return Path(path).stem
 
 
-def load(path, size=None, label_map=None):
+def load(path, size=None, label_map=None, names=False):
     """Load images and disc masks from a folder, an HDF5 file or a volume pair folder.
 
     ``size`` resizes every slice to size x size (bilinear images, nearest masks).
     ``label_map`` maps mask values to {0, 1}, e.g. ``SPIDER_DISCS`` or {1: 1, 2: 0};
     values it does not name map to 0 only if it is given as ``{..., "rest": 0}``.
+    ``names=True`` also returns each slice's name: the file stem (``case_01``), or
+    ``STEM_0003`` for slice 3 of an HDF5 file.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file() and path.suffix in (".h5", ".hdf5"):
-        return load_h5(path, size, label_map)
+        return load_h5(path, size, label_map, names)
     if path.is_dir():
-        return load_folder(path, size, label_map)
+        return load_folder(path, size, label_map, names)
     raise DataError(f"{path}: cannot load this; give a folder of image/mask pairs or an HDF5 file with 'images' and 'masks'")
 
 
@@ -151,10 +153,11 @@ def _pairs(folder):
     return [(img, masks[img.stem]) for img in images]
 
 
-def load_folder(folder, size=None, label_map=None):
+def load_folder(folder, size=None, label_map=None, names=False):
     """A folder of 2D slices: NPZ files with ``image`` and ``mask`` (as in
-    ``../shared/data/real-spine``), ``images/`` + ``masks/`` subfolders, or
-    ``NAME.png`` beside ``NAME_mask.png`` (PNG or NPY)."""
+    ``../shared/data/real-spine``), ``images/`` + ``masks/`` subfolders (as the source
+    repository's ``input/images/N.png`` + ``input/masks/N.npy``), or ``NAME.png``
+    beside ``NAME_mask.png`` (PNG or NPY). ``names=True`` adds the image files' stems."""
     folder = Path(folder)
     pairs = _pairs(folder)
     if not pairs:
@@ -173,13 +176,15 @@ def load_folder(folder, size=None, label_map=None):
     shapes = {a.shape for a in images}
     if size is None and len(shapes) > 1:
         raise DataError(f"{folder}: slices have different shapes {sorted(shapes)}; pass size= to resize them")
-    return _finish(images, masks, size)
+    images, masks = _finish(images, masks, size)
+    return (images, masks, [img_file.stem for img_file, _ in pairs]) if names else (images, masks)
 
 
 # --------------------------------------------------------------------- HDF5
-def load_h5(path, size=None, label_map=None):
+def load_h5(path, size=None, label_map=None, names=False):
     """An HDF5 file with datasets ``images`` (N, H, W[, 1]) and ``masks`` (N, H, W);
-    ``label_map`` as in ``load``."""
+    ``label_map`` as in ``load``; ``names=True`` adds ``STEM_0000``, ``STEM_0001``, ...
+    (the file's stem and the index)."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -195,7 +200,9 @@ def load_h5(path, size=None, label_map=None):
         raise DataError(f"{path}: images {images.shape} and masks {masks.shape} must be (N, H, W[, 1]) and (N, H, W)")
     for i, image in enumerate(images):
         _check_image(image, f"{path}[images][{i}]")
-    return _finish(list(images), [_map_labels(m, label_map, f"{path}[masks][{i}]") for i, m in enumerate(masks)], size)
+    images, masks = _finish(list(images), [_map_labels(m, label_map, f"{path}[masks][{i}]")
+                                            for i, m in enumerate(masks)], size)
+    return (images, masks, [f"{path.stem}_{i:04d}" for i in range(len(images))]) if names else (images, masks)
 
 
 def save_h5(path, images, masks, **attrs):

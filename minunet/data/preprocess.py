@@ -19,14 +19,16 @@ def normalize(images, low=0.5, high=99.5):
 
 
 def resize(images, size, order=1):
-    """Resize a stack (N, H, W) to (N, size, size): bilinear (order=1) for images,
-    nearest (order=0) for label masks. Pixel centres are aligned, as in align_corners=False."""
+    """Resize a stack (N, H, W) to (N, size, size), or to (N, *size) for a (height, width)
+    pair: bilinear (order=1) for images, nearest (order=0) for label masks. Pixel centres
+    are aligned, as in align_corners=False."""
     x = np.asarray(images)
     n, h, w = x.shape[:3]
-    if (h, w) == (size, size):
+    out_h, out_w = (size, size) if np.ndim(size) == 0 else size
+    if (h, w) == (out_h, out_w):
         return x
-    ys = (np.arange(size) + 0.5) * h / size - 0.5
-    xs = (np.arange(size) + 0.5) * w / size - 0.5
+    ys = (np.arange(out_h) + 0.5) * h / out_h - 0.5
+    xs = (np.arange(out_w) + 0.5) * w / out_w - 0.5
     if order == 0:
         yi = np.clip(np.round(ys).astype(int), 0, h - 1)
         xi = np.clip(np.round(xs).astype(int), 0, w - 1)
