@@ -190,7 +190,9 @@ class _Chunk:
         self.fat = _u(rng, 0.6, 0.95, b)
         self.muscle = _u(rng, 0.1, 0.22, b)
         abdomen = _u(rng, 0.1, 0.35, b)
-        self.degeneration = rng.beta(3.0, 1.0, b)                      # slice-level tendency; discs vary around it
+        # slice-level tendency, discs vary around it: mostly dark, dehydrated discs as in the real
+        # slices, and one slice in six young, with bright, healthy discs
+        self.degeneration = np.where(rng.random(b) < 1 / 6, rng.beta(1.0, 3.0, b), rng.beta(3.5, 1.0, b))
         self.soft_texture = _smooth_noise(rng, b, size, 0.02) + 0.3 * _smooth_noise(rng, b, size, 0.004)          # abdomen in front, fat behind: never overlap
         self.image = abdomen * np.clip(1 + 0.5 * self.soft_texture, 0.1, None)
         self.labels = np.zeros((b, size, size), np.uint8)
@@ -343,8 +345,8 @@ class _Chunk:
             bulge = 1 + 0.12 * dg * (v > 0)                              # degenerated discs bulge back
             d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
             disc = _soft(d, edge) * _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # stops at the canal
-            annulus = self.marrow * (_u(rng, 0.05, 0.3, b) + 0.3 * (1 - dg))   # dark when degenerated
-            nucleus = self.csf * _u(rng, 0.7, 1.0, b) * (1 - dg) + annulus * 1.1 * dg
+            annulus = self.marrow * (_u(rng, 0.03, 0.25, b) + 0.3 * (1 - dg))   # dark when degenerated
+            nucleus = _u(rng, 0.6, 1.0, b) * (1 - dg) ** 2 + annulus * 1.1 * dg   # bright only when healthy
             _paint(image, disc, annulus)
             core = 0.55 + 0.25 * (1 - dg)                                 # healthy: a large, bright nucleus
             nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
