@@ -143,15 +143,16 @@ def zero_shot_dice(model, slices, size=128):
 
 
 # --------------------------------------------------------------------- figure
-def figure(real, phantom_z, phantom_lab, path, n_show=4):
-    """Real slices above, phantom slices below; a row of disc / body / background histograms."""
+def figure(real, phantom_z, phantom_lab, path, groups=None, n_show=4):
+    """Real slices above, phantom slices below; a row of disc / body / background histograms
+    and, given the statistics ``groups`` of ``table``, their means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ids = [k for k in real if k not in FLAGGED][:n_show]
-    fig, axes = plt.subplots(3, n_show, figsize=(2.6 * n_show, 8.2), dpi=90,
+    fig, axes = plt.subplots(3, n_show, figsize=(2.6 * n_show, 8.2), dpi=72,
                              gridspec_kw={"height_ratios": [1, 1, 0.75]})
     for ax, k in zip(axes[0], ids):
         ax.imshow(normalize(real[k][0][None])[0], cmap="gray", vmin=-1.5, vmax=3.5)
@@ -173,6 +174,12 @@ def figure(real, phantom_z, phantom_lab, path, n_show=4):
         ax.legend(fontsize=7)
     for ax in axes[2][3:]:
         ax.set_axis_off()
+    if groups:
+        names = [g for g in groups if g.startswith(("real (9", "phantom"))]
+        lines = ["mean        " + "  ".join(f"{g.split(' ')[0]:>8}" for g in names)]
+        for k in STATS:
+            lines.append(f"{k:<11} " + "  ".join(f"{np.nanmean([r[k] for r in groups[g]]):8.2f}" for g in names))
+        axes[2][3].text(0, 0.5, "\n".join(lines), family="monospace", fontsize=7, va="center")
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
@@ -203,7 +210,7 @@ def main(argv=None):
               + ", ".join(f"{k} {dice[k]:.2f}" for k in FLAGGED if k in dice) + " (flagged)")
         print("  " + " ".join(f"{k}:{d:.2f}" for k, d in dice.items()))
     if args.figure:
-        figure(real, pz, plab, args.figure)
+        figure(real, pz, plab, args.figure, groups)
         print(f"wrote {args.figure}")
 
 

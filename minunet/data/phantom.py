@@ -1,27 +1,34 @@
 """A synthetic sagittal lumbar-spine MRI slice with intervertebral-disc masks.
 
 The embedded default data set: everything in minunet runs on a fresh machine
-without a download. Each slice is drawn the way a mid-sagittal T2-weighted
-lumbar scan looks, patient facing left:
+without a download. Each slice is drawn the way a sagittal T2-weighted lumbar
+scan looks, patient facing left, and its statistics are checked against real
+slices (``benchmarks/phantom_vs_real.py``):
 
-* a column of 5 to 7 vertebral bodies (rounded rectangles, textured marrow,
-  darker cortex and endplates) along a smoothly curved lordotic centre line,
-  with random curvature, tilt, scale and position; the lowest tilts like S1;
-* an intervertebral disc between each pair of bodies: a lens with an annulus
-  and a nucleus, from healthy (bright nucleus) to degenerated (thin, dark,
-  bulging). Real scans often show dark discs, darker than the bodies: the
-  contrast is drawn per disc so a model cannot learn "disc = bright";
-* behind the bodies the bright CSF canal with the darker cord ending at the
-  conus, the posterior elements, the back muscles, bright subcutaneous fat and
-  air; in front, vessels and bowel loops over a dim abdomen;
-* the acquisition: a blurred point-spread, a receive-coil falloff away from the
-  back, a smooth multiplicative bias field, Rician noise at a random SNR, and a
-  random gamma.
+* a narrow column, about a tenth of the field wide, of 5 to 9 nearly square
+  vertebral bodies (textured marrow, darker cortex and endplates) from the lower
+  thoracic spine down to the sacrum, along a smoothly curved lordotic centre line
+  with random curvature, tilt, scale and position. The sacrum tilts back, so the
+  last disc, L5-S1, is tilted and wedge-shaped (taller in front);
+* an intervertebral disc between each pair of bodies, thin at the top and thicker
+  lower down: a lens with an annulus and a nucleus. Most slices have dark,
+  dehydrated discs, darker than the bodies, as in the real scans; one in six is
+  young, with bright nuclei, so a model learns both;
+* 15 % of the slices are cut off the midline: only the lowest 3 or 4 levels, and
+  no bright canal;
+* behind the bodies the CSF canal with the cord ending at the conus, the
+  articular processes with dark clefts between them level with the discs, the
+  spinous processes, the back muscles, bright subcutaneous fat and air; in front,
+  psoas, vessels and bowel loops over a textured abdomen, and dark, flat,
+  near-horizontal bands on both sides: the real slices' look-alikes of discs;
+* the acquisition: a slight point-spread blur, a receive-coil falloff away from
+  the back, a smooth multiplicative bias field, Rician noise at a random SNR, and
+  a random gamma.
 
 Coordinates are fractions of the field of view (y down, x to the back), so any
-``size`` draws the same kind of anatomy (the random draws, and so each slice, differ
-between sizes). Work is vectorized over a chunk of slices;
-Python loops run over structures (bodies, discs, bowel loops), never pixels.
+``size`` draws the same kind of anatomy, and 256 matches the real slices (the random
+draws, and so each slice, differ between sizes). Work is vectorized over a chunk of
+slices; Python loops run over structures (bodies, discs, bands), never pixels.
 """
 import numpy as np
 
@@ -266,7 +273,7 @@ class _Chunk:
         k = self.k[:, None]
         by_level = np.where(level == k - 1, 0.85, 0.7 + 0.5 * np.minimum(level / (k - 1), 1))
         thick = (self.height * self.ratio)[:, None] * by_level * (1 - 0.3 * self.disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
-        self.thick = thick
+        behind = (self.v_row - self.v_post).astype(np.float32)         # distance behind the canal
         texture = np.clip(1 + _u(rng, 0.05, 0.14, b) * _smooth_noise(rng, b, self.size, 0.005), 0.3, None)
         for j in range(MAX_BODIES + 1):
             present = ((j < n_drawn) & (j >= self.first_level))[:, None, None]
@@ -288,7 +295,6 @@ class _Chunk:
             # behind the canal: the articular processes, grey blocks with a dark cortex, level with
             # the body; the joints and ligaments between them are dark horizontal clefts, level with
             # the discs, that look like discs but are not
-            behind = (self.v_row - self.v_post).astype(np.float32)
             facet_w = _u(rng, 0.02, 0.045, b)
             d_facet = np.maximum(np.abs(y - cy3 - 0.15 * hh) - hh * _u(rng, 0.6, 0.85, b), np.abs(behind - 0.004 - facet_w / 2) - facet_w / 2)
             facet = _soft(d_facet, edge) * present
@@ -314,13 +320,13 @@ class _Chunk:
         front = _soft(self.v_row + self.half_width + 0.015, edge)        # in front of the bodies
         back = _soft(self.v_post + 0.01 - self.v_row, edge)               # behind the canal
         for i in range(n):
-            behind = i % 2 == 1
+            in_back = i % 2 == 1
             cy = _u(rng, 0.0, 1.0, b)
             xc, _ = self.centre(cy[:, 0, 0].astype(np.float64))
-            side = _u(rng, 0.05, 0.3, b) * (1 if behind else -1)
+            side = _u(rng, 0.05, 0.3, b) * (1 if in_back else -1)
             u, v = _local(y, x, cy, (xc[:, None, None] + side).astype(np.float32), np.float32(np.pi / 2) + _u(rng, -0.3, 0.3, b))
             d = _superellipse(u, v, _u(rng, 0.02, 0.07, b), _u(rng, 0.005, 0.015, b), 0.5)
-            band = _soft(d, edge) * (back if behind else front)
+            band = _soft(d, edge) * (back if in_back else front)
             _paint(image, band * (rng.random(b) < 0.8)[:, None, None], _u(rng, 0.0, 0.12, b))
 
     def discs(self, bodies):
