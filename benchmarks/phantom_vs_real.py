@@ -114,7 +114,8 @@ def table(groups):
         for rows in groups.values():
             v = np.array([r[k] for r in rows], float)
             v = v[np.isfinite(v)]
-            cells.append(f"{v.mean():.2f} +- {v.std():.2f}" if len(v) else "-")
+            span = f" ({v.min():.0f} to {v.max():.0f})" if k == "discs" and len(v) else ""
+            cells.append(f"{v.mean():.2f} +- {v.std():.2f}{span}" if len(v) else "-")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
