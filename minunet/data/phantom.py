@@ -37,6 +37,7 @@ from .preprocess import normalize
 CHUNK = 16                      # slices drawn together; slice i depends only on (seed, i)
 MAX_BODIES = 9                  # bodies in view, the sacrum last; one more is cut by the top edge
 LABELS = {"background": 0, "disc": 1, "vertebra": 2, "canal": 3}
+OUTLINE_MARGIN = 0.003          # disc labels reach this far (fraction of the field) past the painted disc
 
 
 def generate(n, size=128, seed=0, labels="disc"):
@@ -350,14 +351,16 @@ class _Chunk:
             wedge = 1 - slope * np.clip(v / half_w, -1, 1)               # thicker at the front
             bulge = 1 + 0.12 * dg * (v > 0)                              # degenerated discs bulge back
             d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
-            disc = _soft(d, edge) * _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # stops at the canal
+            canal_side = _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # discs stop at the canal
+            disc = _soft(d, edge) * canal_side
             annulus = self.marrow * (_u(rng, 0.03, 0.25, b) + 0.3 * (1 - dg))   # dark when degenerated
             nucleus = _u(rng, 0.6, 1.0, b) * (1 - dg) ** 2 + annulus * 1.1 * dg   # bright only when healthy
             _paint(image, disc, annulus)
             core = 0.55 + 0.25 * (1 - dg)                                 # healthy: a large, bright nucleus
             nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
             _paint(image, nuc, nucleus)
-            self.labels[disc > 0.5] = LABELS["disc"]
+            # the label reaches a little past the painted disc, as the real slices' hand-drawn outlines do
+            self.labels[(d < OUTLINE_MARGIN) & (canal_side > 0.5)] = LABELS["disc"]
 
     def acquire(self):
         """The scanner: point-spread blur, surface-coil falloff and bias field, Rician noise, gamma."""
