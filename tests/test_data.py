@@ -50,17 +50,70 @@ def test_every_disc_lies_between_two_bodies_inside_the_image(multiclass):
     for shift in range(1, reach + 1):                  # loop over shifts, not pixels
         above[:, shift:] |= vertebra[:, :-shift]
         below[:, :-shift] |= vertebra[:, shift:]
+    above[:, :reach] = True                            # or the top edge, which may cut the body above
     disc = labels == 1
     between = (disc & above & below).sum(axis=(1, 2)) / disc.sum(axis=(1, 2))
     assert np.all(between > 0.97), between.min()
     border = np.zeros((h, w), bool)
-    border[[0, -1], :] = border[:, [0, -1]] = True
+    border[-1, :] = border[:, [0, -1]] = True           # the top edge may cut a thoracic disc, as in real slices
     assert not (disc & border).any()
     # discs are dark or bright: contrast varies, as in real scans
     images, _ = phantom.generate(64, seed=11, labels="multiclass")
     _, lab = phantom.generate(64, seed=11, labels="multiclass")
     ratio = np.array([images[i, ..., 0][lab[i] == 1].mean() - images[i, ..., 0][lab[i] == 2].mean() for i in range(64)])
     assert (ratio < 0).mean() > 0.5 and (ratio > 0).any()      # mostly darker than the bodies, some brighter
+
+
+@pytest.fixture(scope="module")
+def native():
+    """Phantom slices at the real slices' 256 px."""
+    return phantom.generate(32, size=256, seed=5, labels="multiclass")
+
+
+def _disc_rows(disc):
+    """Discs per slice: runs of image rows holding disc pixels (bodies separate the discs)."""
+    rows = disc.any(axis=2)                                        # (n, H)
+    return (rows[:, 1:] & ~rows[:, :-1]).sum(axis=1) + rows[:, 0]
+
+
+def test_phantom_at_256_covers_the_real_slices_statistics(native):
+    # the 9 mid-sagittal real slices (benchmarks/phantom_vs_real.py): disc z -0.25 +- 0.11, disc pixels
+    # 2.1 +- 0.5 %, bodies 20 +- 4 px wide, 5 to 8 discs; off-midline slices 3 or 4 discs
+    images, labels = native
+    assert images.shape == (32, 256, 256, 1)
+    z, disc, body = images[..., 0], labels == 1, labels == 2
+    share = 100 * disc.mean(axis=(1, 2))
+    assert 1.3 < share.mean() < 2.6 and share.min() > 0.5, share
+    width = np.array([np.median(r[r > 0]) for r in body.sum(axis=2)])
+    assert 16 < np.median(width) < 26 and width.max() < 40, width
+    count = _disc_rows(disc)
+    assert count.min() <= 4 and count.max() >= 8 and np.median(count) >= 6, count
+    disc_z = np.array([z[i][disc[i]].mean() for i in range(len(z))])
+    assert -0.35 < np.median(disc_z) < 0.0, disc_z                 # mostly dark, as the real discs
+    assert disc_z.max() > 0.3                                      # and some bright, healthy ones
+    body_z = np.array([z[i][body[i]].mean() for i in range(len(z))])
+    assert np.all(body_z > disc_z - 0.2) and np.median(body_z - disc_z) > 0.5
+
+
+def test_lowest_disc_is_a_tilted_wedge(native):
+    _, labels = native
+    wedge, tilt = [], []
+    for lab in labels:                                             # a loop over slices, to read one disc of each
+        disc = lab == 1
+        rows = disc.any(axis=1)
+        starts = np.flatnonzero(rows[1:] & ~rows[:-1]) + 1
+        low = disc.copy()
+        low[: starts[-1]] = False                                   # the lowest run of disc rows: L5-S1
+        yy, xx = np.nonzero(low)
+        cols = low.sum(axis=0)
+        front, back = cols[xx.min() : int(xx.mean())], cols[int(xx.mean()) + 1 : xx.max() + 1]
+        wedge.append(front.mean() / back.mean())                   # taller in front (left) than behind
+        cov = np.cov(np.stack([yy, xx]).astype(float))
+        major = np.linalg.eigh(cov)[1][:, -1]
+        tilt.append(np.degrees(np.arctan2(abs(major[0]), abs(major[1]))))   # from horizontal
+    wedge, tilt = np.array(wedge), np.array(tilt)
+    assert (wedge > 1.1).mean() > 0.8, wedge
+    assert np.median(tilt) > 15, tilt
 
 
 def test_phantom_rejects_bad_arguments():

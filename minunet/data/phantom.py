@@ -1,35 +1,43 @@
 """A synthetic sagittal lumbar-spine MRI slice with intervertebral-disc masks.
 
 The embedded default data set: everything in minunet runs on a fresh machine
-without a download. Each slice is drawn the way a mid-sagittal T2-weighted
-lumbar scan looks, patient facing left:
+without a download. Each slice is drawn the way a sagittal T2-weighted lumbar
+scan looks, patient facing left, and its statistics are checked against real
+slices (``benchmarks/phantom_vs_real.py``):
 
-* a column of 5 to 7 vertebral bodies (rounded rectangles, textured marrow,
-  darker cortex and endplates) along a smoothly curved lordotic centre line,
-  with random curvature, tilt, scale and position; the lowest tilts like S1;
-* an intervertebral disc between each pair of bodies: a lens with an annulus
-  and a nucleus, from healthy (bright nucleus) to degenerated (thin, dark,
-  bulging). Real scans often show dark discs, darker than the bodies: the
-  contrast is drawn per disc so a model cannot learn "disc = bright";
-* behind the bodies the bright CSF canal with the darker cord ending at the
-  conus, the posterior elements, the back muscles, bright subcutaneous fat and
-  air; in front, vessels and bowel loops over a dim abdomen;
-* the acquisition: a blurred point-spread, a receive-coil falloff away from the
-  back, a smooth multiplicative bias field, Rician noise at a random SNR, and a
-  random gamma.
+* a narrow column, about a tenth of the field wide, of 5 to 9 nearly square
+  vertebral bodies (textured marrow, darker cortex and endplates) from the lower
+  thoracic spine down to the sacrum, along a smoothly curved lordotic centre line
+  with random curvature, tilt, scale and position. The sacrum tilts back, so the
+  last disc, L5-S1, is tilted and wedge-shaped (taller in front);
+* an intervertebral disc between each pair of bodies, thin at the top and thicker
+  lower down: a lens with an annulus and a nucleus. Most slices have dark,
+  dehydrated discs, darker than the bodies, as in the real scans; one in six is
+  young, with bright nuclei, so a model learns both;
+* 15 % of the slices are cut off the midline: only the lowest 3 or 4 levels, and
+  no bright canal;
+* behind the bodies the CSF canal with the cord ending at the conus, the
+  articular processes with dark clefts between them level with the discs, the
+  spinous processes, the back muscles, bright subcutaneous fat and air; in front,
+  psoas, vessels and bowel loops over a textured abdomen, and dark, flat,
+  near-horizontal bands on both sides: the real slices' look-alikes of discs;
+* the acquisition: a slight point-spread blur, a receive-coil falloff away from
+  the back, a smooth multiplicative bias field, Rician noise at a random SNR, and
+  a random gamma.
 
 Coordinates are fractions of the field of view (y down, x to the back), so any
-``size`` draws the same kind of anatomy (the random draws, and so each slice, differ
-between sizes). Work is vectorized over a chunk of slices;
-Python loops run over structures (bodies, discs, bowel loops), never pixels.
+``size`` draws the same kind of anatomy, and 256 matches the real slices (the random
+draws, and so each slice, differ between sizes). Work is vectorized over a chunk of
+slices; Python loops run over structures (bodies, discs, bands), never pixels.
 """
 import numpy as np
 
 from .preprocess import normalize
 
 CHUNK = 16                      # slices drawn together; slice i depends only on (seed, i)
-MAX_BODIES = 7                  # bodies in view, the sacrum last; one more is cut by the top edge
+MAX_BODIES = 9                  # bodies in view, the sacrum last; one more is cut by the top edge
 LABELS = {"background": 0, "disc": 1, "vertebra": 2, "canal": 3}
+OUTLINE_MARGIN = 0.003          # disc labels reach this far (fraction of the field) past the painted disc
 
 
 def generate(n, size=128, seed=0, labels="disc"):
@@ -146,7 +154,9 @@ def _draw_chunk(rng, b, size):
     chunk = _Chunk(rng, b, size)
     chunk.front()
     chunk.back()
-    chunk.discs(chunk.vertebrae())
+    bodies = chunk.vertebrae()
+    chunk.clutter()
+    chunk.discs(bodies)
     return chunk.acquire(), chunk.labels
 
 
@@ -161,32 +171,38 @@ class _Chunk:
         self.y, self.x = grid[None, :, None], grid[None, None, :]      # (1, size, 1), (1, 1, size)
         self.edge = np.float32(1.5 / size)                             # soft-edge width: 1.5 pixels
 
-        # the column: how many bodies, how big, where, how curved
-        self.k = rng.choice([5, 6, 7], b, p=[0.2, 0.4, 0.4])          # bodies in view, the sacrum last
-        self.ratio = rng.uniform(0.2, 0.32, b)                         # disc / body height
-        first = rng.uniform(0.08, 0.14, b)                             # top endplate of body 1
-        span = rng.uniform(0.82, 0.95, b) - first                      # down to the sacrum's top
+        # the column: how many bodies, how big, where, how curved. The real slices show 5 to 9
+        # discs from the lower thoracic spine down to L5-S1 in a band a tenth of the field wide
+        self.k = rng.choice([5, 6, 7, 8, 9], b, p=[0.05, 0.2, 0.35, 0.25, 0.15])   # bodies in view, the sacrum last
+        self.ratio = rng.uniform(0.42, 0.58, b)                         # disc / body height
+        first = rng.uniform(-0.02, 0.14, b)                            # top endplate of body 1
+        span = rng.uniform(0.7, 0.84, b) - first                       # down to the sacrum's top
         k = self.k
         self.height = span / (k - 1 + (k - 1) * self.ratio + 0.03 * k * (k - 1) / 2)   # body 1's height
         self.top = first - self.height * (1 + self.ratio)              # body 0, cut by the top edge
         self.coverage = 1.1 - self.top                                 # the column runs off the bottom
-        self.x_mid = rng.uniform(0.38, 0.52, b)
+        self.x_mid = rng.uniform(0.42, 0.56, b)
         self.tilt = rng.uniform(-0.12, 0.12, b)
         self.lordosis = rng.uniform(0.03, 0.1, b)
-        self.width = self.height * rng.uniform(1.15, 1.45, b)          # antero-posterior depth of a body
+        self.width = self.height * rng.uniform(0.95, 1.3, b)           # antero-posterior depth of a body
+        # off-midline (para-sagittal) cuts: only the lowest 3 or 4 levels, no bright canal
+        self.lateral = rng.random(b) < 0.15
+        self.first_level = np.where(self.lateral, self.k - rng.choice([3, 4], b), 0)
         self.xc_row, self.theta_row = self.centre(np.broadcast_to(grid, (b, size)).astype(np.float64))
         self.v_row = ((self.x - self.xc_row) * np.cos(self.theta_row)).astype(np.float32)   # across the centre line
         self.half_width = (self.width / 2).astype(np.float32)[:, None, None]
 
         # tissue values, drawn per slice (T2-like, with the spread real scans have)
         self.marrow = _u(rng, 0.35, 0.65, b)
-        self.csf = _u(rng, 0.8, 1.0, b)
+        self.csf = _u(rng, 0.35, 0.85, b) * np.where(self.lateral, 0.45, 1.0)[:, None, None]   # foramina off midline
         self.fat = _u(rng, 0.6, 0.95, b)
         self.muscle = _u(rng, 0.1, 0.22, b)
-        abdomen = _u(rng, 0.03, 0.12, b)
-        self.degeneration = rng.beta(1.3, 1.0, b)                      # slice-level tendency; discs vary around it
-        self.soft_texture = _smooth_noise(rng, b, size, 0.02)          # abdomen in front, fat behind: never overlap
-        self.image = abdomen * np.clip(1 + 0.6 * self.soft_texture, 0.1, None)
+        abdomen = _u(rng, 0.1, 0.35, b)
+        # slice-level tendency, discs vary around it: mostly dark, dehydrated discs as in the real
+        # slices, and one slice in six young, with bright, healthy discs
+        self.degeneration = np.where(rng.random(b) < 1 / 6, rng.beta(1.0, 3.0, b), rng.beta(3.5, 1.0, b))
+        self.soft_texture = _smooth_noise(rng, b, size, 0.02) + 0.3 * _smooth_noise(rng, b, size, 0.004)          # abdomen in front, fat behind: never overlap
+        self.image = abdomen * np.clip(1 + 0.5 * self.soft_texture, 0.1, None)
         self.labels = np.zeros((b, size, size), np.uint8)
 
     def centre(self, yy):
@@ -222,7 +238,7 @@ class _Chunk:
     def back(self):
         """Behind the spine: the canal with the cord, back muscles, fat, skin and air."""
         rng, b, y, edge, image, v_row = self.rng, self.b, self.y, self.edge, self.image, self.v_row
-        self.canal_w = _u(rng, 0.03, 0.05, b)
+        self.canal_w = _u(rng, 0.02, 0.04, b)
         self.v_canal = self.half_width + _u(rng, 0.006, 0.016, b) + self.canal_w / 2
         self.v_post = self.v_canal + self.canal_w / 2                   # back wall of the canal
         # the back's skin runs nearly straight down, whatever the lordosis, at least 0.12 behind the canal
@@ -250,19 +266,24 @@ class _Chunk:
         larger; each with its posterior elements. Returns (centre y, x, angle, height) per body."""
         rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
         n_drawn = self.k + 1
-        bodies, squareness = [], _u(rng, 0.4, 1.0, b)
+        bodies, squareness = [], _u(rng, 0.7, 1.0, b)
         y_cursor = self.top.copy()
         self.disc_scale = np.clip(self.degeneration[:, None] + rng.normal(0, 0.25, (b, MAX_BODIES + 2)), 0, 1)   # per disc
-        thick = (self.height * self.ratio)[:, None] * (1 - 0.45 * self.disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
-        texture = np.clip(1 + 0.1 * _smooth_noise(rng, b, self.size, 0.006), 0.3, None)
+        # discs thicken down the spine (thoracic discs are thin); L5-S1, a wedge, is thinner on average
+        level = np.arange(MAX_BODIES + 2)[None, :]
+        k = self.k[:, None]
+        by_level = np.where(level == k - 1, 0.85, 0.7 + 0.5 * np.minimum(level / (k - 1), 1))
+        thick = (self.height * self.ratio)[:, None] * by_level * (1 - 0.3 * self.disc_scale) * rng.uniform(0.85, 1.15, (b, MAX_BODIES + 2))
+        behind = (self.v_row - self.v_post).astype(np.float32)         # distance behind the canal
+        texture = np.clip(1 + _u(rng, 0.05, 0.14, b) * _smooth_noise(rng, b, self.size, 0.005), 0.3, None)
         for j in range(MAX_BODIES + 1):
-            present = (j < n_drawn)[:, None, None]
+            present = ((j < n_drawn) & (j >= self.first_level))[:, None, None]
             sacrum = j == n_drawn - 1
-            grow = (1 + 0.03 * max(j - 1, 0)) * np.where(sacrum, 1.3, 1.0)   # lower bodies are larger
+            grow = (1 + 0.03 * max(j - 1, 0)) * np.where(sacrum, 1.5, 1.0)   # lower bodies are larger
             h = self.height * grow
             cy = y_cursor + h / 2
             cx, theta = self.centre(cy)
-            theta = theta + sacrum * rng.uniform(0.3, 0.6, b) + rng.normal(0, 0.03, b)   # S1 tilts back
+            theta = theta + sacrum * rng.uniform(0.35, 0.7, b) + rng.normal(0, 0.03, b)   # S1 tilts back
             bodies.append((cy, cx, theta, h))
             cy3, cx3, th3 = (a.astype(np.float32)[:, None, None] for a in (cy, cx, theta))
             u, v = _local(y, x, cy3, cx3, th3)
@@ -272,47 +293,79 @@ class _Chunk:
             body = _soft(d, edge) * present
             _paint(image, body, self.marrow * texture)
             _paint(image, _soft(np.abs(d + 0.005) - 0.003, edge) * body, self.marrow * 0.4)   # cortex, endplates
-            # the pedicle, lamina and spinous process behind the canal at this level
+            # behind the canal: the articular processes, grey blocks with a dark cortex, level with
+            # the body; the joints and ligaments between them are dark horizontal clefts, level with
+            # the discs, that look like discs but are not
+            facet_w = _u(rng, 0.02, 0.045, b)
+            d_facet = np.maximum(np.abs(y - cy3 - 0.15 * hh) - hh * _u(rng, 0.6, 0.85, b), np.abs(behind - 0.004 - facet_w / 2) - facet_w / 2)
+            facet = _soft(d_facet, edge) * present
+            _paint(image, facet, self.marrow * _u(rng, 0.4, 1.0, b))
+            _paint(image, _soft(np.abs(d_facet + 0.004) - 0.0025, edge) * facet, self.marrow * 0.3)
+            cleft_y = cy3 + hh + (thick[:, j] / 2).astype(np.float32)[:, None, None]
+            cleft_t = (thick[:, j] / 2).astype(np.float32)[:, None, None] * _u(rng, 0.5, 1.1, b)
+            cleft = _soft(np.maximum(np.abs(y - cleft_y) - cleft_t, np.abs(behind - 0.004 - facet_w * 0.6) - facet_w * 0.6), edge)
+            _paint(image, cleft * present * (rng.random(b) < 0.7)[:, None, None], self.marrow * _u(rng, 0.05, 0.35, b))
+            # the lamina and spinous process further back
             us, vs = _local(y, x, cy3 + 0.3 * hh, cx3 + ww * 0.9, th3 + 0.35)
             spine = _soft(_superellipse(us, vs - 0.1, hh * 0.45, _u(rng, 0.07, 0.12, b)), edge)
-            spine *= _soft(self.v_post + 0.004 - self.v_row, edge) * present
+            spine *= _soft(self.v_post + facet_w + 0.004 - self.v_row, edge) * present
             _paint(image, spine, self.marrow * _u(rng, 0.3, 0.7, b))
             self.labels[(body > 0.5) & (self.labels != LABELS["canal"])] = LABELS["vertebra"]
             y_cursor = y_cursor + h + thick[:, j]
         return bodies
 
+    def clutter(self, n=12):
+        """Dark, flat, roughly horizontal bands in front of the spine (bowel wall, gas, psoas
+        septa) and behind it (ligaments, fat planes): the real slices are full of them."""
+        rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
+        front = _soft(self.v_row + self.half_width + 0.015, edge)        # in front of the bodies
+        back = _soft(self.v_post + 0.01 - self.v_row, edge)               # behind the canal
+        for i in range(n):
+            in_back = i % 2 == 1
+            cy = _u(rng, 0.0, 1.0, b)
+            xc, _ = self.centre(cy[:, 0, 0].astype(np.float64))
+            side = _u(rng, 0.05, 0.3, b) * (1 if in_back else -1)
+            u, v = _local(y, x, cy, (xc[:, None, None] + side).astype(np.float32), np.float32(np.pi / 2) + _u(rng, -0.3, 0.3, b))
+            d = _superellipse(u, v, _u(rng, 0.02, 0.07, b), _u(rng, 0.005, 0.015, b), 0.5)
+            band = _soft(d, edge) * (back if in_back else front)
+            _paint(image, band * (rng.random(b) < 0.8)[:, None, None], _u(rng, 0.0, 0.12, b))
+
     def discs(self, bodies):
         """A disc between each two bodies: a lens (annulus) with a nucleus, from healthy
-        (large bright nucleus) to degenerated (thin, dark, bulging back)."""
+        (large bright nucleus) to degenerated (thin, dark, bulging back). L5-S1 is a wedge."""
         rng, b, y, x, edge, image = self.rng, self.b, self.y, self.x, self.edge, self.image
         for j in range(MAX_BODIES):                                     # disc j lies between bodies j and j + 1
-            present = (j < self.k)[:, None, None]
+            present = ((j < self.k) & (j >= self.first_level))[:, None, None]
             (cy0, _, t0, h0), (cy1, _, t1, h1) = bodies[j], bodies[j + 1]
             low, high = cy0 + h0 / 2, cy1 - h1 / 2                      # facing endplates
             cy = (low + high) / 2
             cx, _ = self.centre(cy)
             theta = (t0 + t1) / 2                                      # parallel to both endplates
             dg = self.disc_scale[:, j].astype(np.float32)[:, None, None]
-            half_t = ((high - low) / 2 + 0.005).astype(np.float32)[:, None, None]   # reaches both endplates
+            half_t = ((high - low) / 2 + 0.004).astype(np.float32)[:, None, None]   # reaches both endplates
             half_w = (self.width * (1 + 0.03 * j) / 2).astype(np.float32)[:, None, None] * (1.0 + 0.06 * dg)
             u, v = _local(y, x, cy.astype(np.float32)[:, None, None], cx.astype(np.float32)[:, None, None],
                           theta.astype(np.float32)[:, None, None])
-            wedge = 1 - _u(rng, 0.0, 0.3, b) * np.clip(v / half_w, -1, 1)   # thicker at the front
+            lowest = (j == self.k - 1)[:, None, None]
+            slope = np.where(lowest, _u(rng, 0.35, 0.65, b), _u(rng, 0.0, 0.3, b))
+            wedge = 1 - slope * np.clip(v / half_w, -1, 1)               # thicker at the front
             bulge = 1 + 0.12 * dg * (v > 0)                              # degenerated discs bulge back
             d = _superellipse(u / wedge, v / bulge, half_t, half_w, 0.5)
-            disc = _soft(d, edge) * _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # stops at the canal
-            annulus = self.marrow * (_u(rng, 0.2, 0.5, b) + 0.4 * (1 - dg))   # dark when degenerated
-            nucleus = self.csf * _u(rng, 0.7, 1.0, b) * (1 - dg) + annulus * 1.1 * dg
+            canal_side = _soft(self.v_row - (self.v_canal - self.canal_w / 2), edge) * present   # discs stop at the canal
+            disc = _soft(d, edge) * canal_side
+            annulus = self.marrow * (_u(rng, 0.03, 0.25, b) + 0.3 * (1 - dg))   # dark when degenerated
+            nucleus = _u(rng, 0.6, 1.0, b) * (1 - dg) ** 2 + annulus * 1.1 * dg   # bright only when healthy
             _paint(image, disc, annulus)
             core = 0.55 + 0.25 * (1 - dg)                                 # healthy: a large, bright nucleus
             nuc = _soft(_superellipse(u / wedge, v - 0.1 * half_w, half_t * core, half_w * core), edge) * disc
             _paint(image, nuc, nucleus)
-            self.labels[disc > 0.5] = LABELS["disc"]
+            # the label reaches a little past the painted disc, as the real slices' hand-drawn outlines do
+            self.labels[(d < OUTLINE_MARGIN) & (canal_side > 0.5)] = LABELS["disc"]
 
     def acquire(self):
         """The scanner: point-spread blur, surface-coil falloff and bias field, Rician noise, gamma."""
         rng, b, size = self.rng, self.b, self.size
-        image = _gaussian_filter(self.image, *[_u(rng, 0.4, 1.0, b) * size / 128] * 2)
+        image = _gaussian_filter(self.image, *[_u(rng, 0.15, 0.45, b) * size / 128] * 2)
         coil = np.exp(-_u(rng, 0.8, 2.5, b) * np.clip(self.skin - self.v_row, 0, None))   # the coil is at the back
         image *= coil * _bias_field(rng, b, size, 0.15)
         sigma = _u(rng, 0.004, 0.02, b)                                # Rician noise, SNR ~ 20 to 150
