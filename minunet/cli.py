@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__, backend
 
 # The demo: small enough for a 2-core CPU in a few minutes, large enough to segment discs.
-DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=8,
+DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64, epochs=10,
             batch_size=8, lr=3e-3, loss="ce+dice", seed=0, upsampling="transpose", val_split=0.1, test_split=0.1)
 PHANTOM_MIN_SIZE = 16   # minunet.data.phantom.generate's smallest slice
 #: What evaluate writes into --out (more overlay pages, overlays_2.png ..., past 12 slices).

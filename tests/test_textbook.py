@@ -464,7 +464,7 @@ def test_a_training_step_runs_on_each_backend(xp):
     x, labels = rng.standard_normal((2, 8, 8, 2)), rng.integers(0, 3, (2, 8, 8))
     results = []
     for module in (np, xp):
-        params = {name: module.asarray(p.copy()) for name, p in model.params.items()}
+        params = {name: module.asarray(backend.to_numpy(p).copy()) for name, p in model.params.items()}
         logits, cache = tb.unet_forward(params, module.asarray(x), depth=2)
         loss, dlogits = tb.softmax_cross_entropy(logits, module.asarray(labels))
         tb.adam_update(params, tb.unet_backward(params, cache, dlogits), {})
