@@ -145,12 +145,13 @@ def conv2d_backward(dy, x, kernel, padding="same"):
 # stamps a kh x kw patch, weighted by the kernel, onto the output, s pixels from its
 # neighbour's ('valid', Keras's default: Ho = (H - 1)*s + kh; the U-Net's 2x2, stride 2 doubles H):
 #     y[n, s*h + i, s*w + j, f] += sum_c x[n, h, w, c] kernel[i, j, f, c]      (+ b[f])
-# With X = x (N*H*W, C) and K = kernel (kh*kw*F, C):   Y = col2im(X @ K^T) + b.
+# With X = x (N*H*W, C) and K = kernel (kh*kw*F, C), the patches are P = X @ K^T
+# (N*H*W, kh*kw*F), one row per input pixel, and Y = col2im(P) + b.
 # Backward: the forward read x through K^T and wrote through col2im; the backward reads dy
 # through im2col (col2im's adjoint) and multiplies by K:
-#     dY = im2col(dy, stride s)     (N*H*W, kh*kw*F): the patch each input pixel stamped
-#     dx = dY @ K                   a stride-s correlation of dy with the same kernel
-#     dK = dY^T @ X                 db = sum of dy over the pixels
+#     dP = im2col(dy, stride s)     (N*H*W, kh*kw*F): dy on the patch each input pixel stamped
+#     dx = dP @ K                   a stride-s correlation of dy with the same kernel
+#     dK = dP^T @ X                 db = sum of dy over the pixels
 # So the transposed convolution's backward pass is an ordinary strided convolution, and
 # conv2d's input gradient (section 2) is a transposed convolution.
 
@@ -168,10 +169,10 @@ def conv_transpose2d(x, kernel, bias, stride=2):
 def conv_transpose2d_backward(dy, x, kernel, stride=2):
     """(dx, dkernel, dbias) from dy (N, Ho, Wo, F), the forward's input x and kernel (kh, kw, F, C)."""
     kh, kw, f, c = kernel.shape
-    dy_cols = im2col(dy, kh, kw, stride)                            # (N, H, W, kh*kw*F)
-    dy_cols = dy_cols.reshape(-1, kh * kw * f)                      # dY: (N*H*W, kh*kw*F)
-    dx = (dy_cols @ kernel.reshape(kh * kw * f, c)).reshape(x.shape)   # (N, H, W, C): dY K
-    dkernel = (dy_cols.T @ x.reshape(-1, c)).reshape(kh, kw, f, c)  # dY^T X
+    dpatches = im2col(dy, kh, kw, stride)                           # (N, H, W, kh*kw*F)
+    dpatches = dpatches.reshape(-1, kh * kw * f)                    # dP: (N*H*W, kh*kw*F)
+    dx = (dpatches @ kernel.reshape(kh * kw * f, c)).reshape(x.shape)   # (N, H, W, C): dP K
+    dkernel = (dpatches.T @ x.reshape(-1, c)).reshape(kh, kw, f, c)  # dP^T X
     dbias = dy.reshape(-1, f).sum(axis=0)                           # (F,)
     return dx, dkernel, dbias
 
