@@ -522,7 +522,7 @@ def _cross_validate(args, init, out):
     from . import data, metrics
     from .model import UNet
     from .optim import Adam
-    from .train import LearningRateScheduler, ModelCheckpoint, cosine_decay, fit
+    from .train import DivergedError, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit
 
     if args.resume:
         raise UsageError("--cv trains K new models; it cannot --resume one run")
@@ -535,6 +535,10 @@ def _cross_validate(args, init, out):
     except ValueError as e:
         raise UsageError(f"--cv {args.cv}: {e}") from None
     val = _load_val(args, images.shape[1:3]) if args.val_data else None
+    fold_files = ("best.h5", "last.h5") if val is not None else ("model.h5",)
+    check_outputs({out / "cv.json": "--out", **{out / f"fold{k}" / name: "--out" for k in range(1, args.cv + 1)
+                                                for name in fold_files}},
+                  inputs=[p for p in (args.data, args.val_data, args.init) if p], overwrite=args.overwrite)
     augment = data.augment_preset(args.augment)
     print(f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]}, {args.cv}-fold cross-validation; "
           f"{args.epochs} epochs, lr {args.lr:g}, {args.augment} augmentation"
@@ -549,9 +553,14 @@ def _cross_validate(args, init, out):
         callbacks = [LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
         if val is not None:
             callbacks.append(ModelCheckpoint(folder))
-        history = fit(model, Adam(model.params, args.lr), (images[train_idx], masks[train_idx]), val,
-                      epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, augment=augment,
-                      callbacks=callbacks, seed=args.seed, verbose=0 if args.quiet else 1)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a diverging fold is reported
+                history = fit(model, Adam(model.params, args.lr), (images[train_idx], masks[train_idx]), val,
+                              epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, augment=augment,
+                              callbacks=callbacks, seed=args.seed, verbose=0 if args.quiet else 1)
+        except DivergedError as e:
+            raise UsageError(f"fold {k} diverged: the loss became {e.value} at epoch {e.epoch} (--lr {args.lr:g}); "
+                             f"lower --lr, e.g. --lr {args.lr / 10:g}") from None
         if history.get("stopped") == "interrupted":
             print(f"interrupted in fold {k}: no cross-validation result")
             return 130

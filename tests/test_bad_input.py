@@ -290,6 +290,11 @@ MORE_CASES = [   # found by trying more
      """e.g. --label-map '{"0": 0, "1": 1, "2": 0, "3": 0}'""", None),
     ("backend-unknown-in-environment", lambda w: ["summary"], "unknown backend 'tpu'",
      lambda mp: (mp.setenv("MINUNET_BACKEND", "tpu"), mp.setattr(backend, "_current", None))),
+    ("cv-over-an-earlier-cv", lambda w: ["train", *ON_DATA, "--data", w.pairs(n=4), "--cv", "2", "--out",
+                                         str(Path(w.file("cv/cv.json")).parent)], "cv.json: exists; pass --overwrite",
+     None),
+    ("cv-diverging", lambda w: ["train", *ON_DATA, "--data", w.pairs(n=4), "--cv", "2", "--epochs", "2", "--lr", "1e6",
+                                "--out", w.path("cvd")], "fold 1 diverged", None),
 ]
 
 
