@@ -9,7 +9,7 @@ import pytest
 
 import minunet
 from minunet import data, keras_h5
-from minunet.cli import main, segment_at
+from minunet.cli import DEMO, FINETUNE, main, segment_at
 from minunet.train import cosine_decay
 
 TINY = ["--depth", "1", "--base-filters", "2", "--quiet"]
@@ -240,14 +240,16 @@ def test_resume_of_a_fine_tuning_run_keeps_its_settings(base, tmp_path):
     out = tmp_path / "f"
     assert main(["train", "--data", str(folder), "--init", str(base), "--epochs", "2", "--val-split", "0",
                  "--test-split", "0", "--quiet", "--out", str(out)]) == 0
-    assert minunet.load_checkpoint(out / "last.h5").state["run"] == {"size": None, "epochs": 2, "lr": 1e-3,
+    lr = FINETUNE["lr"]
+    assert lr != DEMO["lr"]
+    assert minunet.load_checkpoint(out / "last.h5").state["run"] == {"size": None, "epochs": 2, "lr": lr,
                                                                      "augment": "strong"}
-    # --resume takes the run's learning rate (1e-3, not the demo's 3e-3) and augmentation from the checkpoint
+    # --resume takes the run's learning rate (the fine-tuning one, not the demo's) and augmentation from the checkpoint
     assert main(["train", "--data", str(folder), "--resume", str(out / "last.h5"), "--epochs", "3", "--val-split", "0",
                  "--test-split", "0", "--quiet", "--out", str(tmp_path / "r")]) == 0
     ck = minunet.load_checkpoint(tmp_path / "r" / "last.h5")
     assert len(ck.history["loss"]) == 3 and ck.state["run"]["augment"] == "strong"
-    assert ck.history["lr"][2] == pytest.approx(cosine_decay(1e-3, 3)(2)) == pytest.approx(0.05 * 1e-3)
+    assert ck.history["lr"][2] == pytest.approx(cosine_decay(lr, 3)(2)) == pytest.approx(0.05 * lr)
 
 
 def test_folds_deal_every_slice_to_exactly_one_test_fold():
