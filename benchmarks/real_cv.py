@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 FLAGGED = ("case_01", "case_04", "case_13")      # the data's README: para-sagittal, incompletely labelled
+SLICES = {f"case_{k:02d}" for k in (1, 2, 4, 6, 7, 9, 11, 13, 14, 15, 17, 18)}   # ../shared/data/real-spine
 
 
 def score(run):
     """(Dice by slice name, mean Dice over the slices not flagged) of one cv.json."""
     dice = {s["name"]: s["dice"] for fold in run["per_fold"] for s in fold["test"]}
-    main = [d for name, d in dice.items() if name not in FLAGGED]
-    return dice, float(np.mean(main))
+    mid_sagittal = [d for name, d in dice.items() if name not in FLAGGED]
+    return dice, float(np.mean(mid_sagittal))
 
 
 def settings(run):
@@ -51,19 +52,23 @@ def main(argv=None):
             run = json.loads(path.read_text())
             if not {"seed", "epochs", "lr", "batch_size", "augment", "loss", "per_fold"} <= set(run):
                 raise ValueError("keys missing")
+            held_out = {s["name"] for fold in run["per_fold"] for s in fold["test"]}
+            if held_out != SLICES:
+                raise ValueError("its held-out slices are not the 12 of real-spine, case_01 to case_18")
         except (OSError, ValueError) as e:
-            print(f"real_cv.py: {path}: not a cv.json ({e}); pass files written by minunet train --cv", file=sys.stderr)
+            print(f"real_cv.py: {path}: not a cv.json of the real slices ({e}); pass the cv.json files that "
+                  f"minunet train --data ../shared/data/real-spine --cv K wrote", file=sys.stderr)
             sys.exit(2)
         runs.append(run)
     print(f"| settings | seed | Dice per fold (all slices) | 9 mid-sagittal | {', '.join(FLAGGED)} |")
     print("|---|---|---|---|---|")
     recipes = {}
     for run in sorted(runs, key=lambda r: (r["epochs"], r["lr"], -r["batch_size"], r["augment"], r["seed"])):
-        dice, main9 = score(run)
-        recipes.setdefault(settings(run), []).append((run["seed"], main9))
+        dice, mid9 = score(run)
+        recipes.setdefault(settings(run), []).append((run["seed"], mid9))
         folds = ", ".join(f"{fold['dice']:.3f}" for fold in run["per_fold"])
         flagged = ", ".join(f"{dice[name]:.3f}" if name in dice else "-" for name in FLAGGED)
-        print(f"| {settings(run)} | {run['seed']} | {folds} | **{main9:.3f}** | {flagged} |")
+        print(f"| {settings(run)} | {run['seed']} | {folds} | **{mid9:.3f}** | {flagged} |")
     print()
     print("| settings | seeds | 9 mid-sagittal: mean | lowest | highest |")
     print("|---|---|---|---|---|")
