@@ -5,23 +5,18 @@ Run: python benchmarks/augment.py [--repeat 10] [--sizes 128 256]
 Not a test: numbers depend on the machine and on what else runs on it (medians are reported).
 """
 import argparse
-import time
 
 import numpy as np
 
 import minunet
+from layers import median_time  # benchmarks/layers.py, beside this file
 from minunet import losses
 from minunet.data import PRESETS, phantom
 
 
 def median_ms(fn, repeat):
-    fn()                                             # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    """The median of ``repeat`` timed calls after a warm-up, in milliseconds."""
+    return 1e3 * median_time(fn, repeat)[0]
 
 
 def main():
