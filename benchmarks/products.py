@@ -49,7 +49,7 @@ def conv_products(layer, x, dy, input_gradient=True):
     """(forward, backward): two functions that repeat the products ``layer`` (a Conv2D) makes
     on (x, dy), on im2col blocks prepared beforehand as the engine prepares them (kernel rows
     stacked where ``stacks_rows`` says); dX's products only with ``input_gradient``."""
-    (kh, kw), f = layer.kernel_size, layer.filters
+    f = layer.filters
     h, w = x.shape[1:3]
     ho, wo = dy.shape[1:3]
 

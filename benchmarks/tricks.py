@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import minunet
-from minunet.layers import Conv2D, ConvTranspose2D, MaxPool2D, engine, layout, pooling
+from minunet.layers import Conv2D, MaxPool2D, engine, layout, pooling
 from minunet.layers.layout import planes
 from products import conv_shapes  # benchmarks/products.py, beside this file
 
