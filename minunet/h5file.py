@@ -26,7 +26,7 @@ class WriteError(OSError):
         return self.strerror
 
 
-def replace_atomic(path, write, suffix=""):
+def replace_atomic(path, write):
     """Call ``write(tmp_path)`` on a temporary path beside ``path`` (same suffix, so that
     writers that choose a format by the name still do), then rename it to ``path``.
     Any failure removes the temporary file and raises ``WriteError`` (an OSError)."""
@@ -37,7 +37,7 @@ def replace_atomic(path, write, suffix=""):
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix or os.path.splitext(path)[1], dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
         os.close(fd)
         write(tmp)
         os.replace(tmp, path)
@@ -75,7 +75,7 @@ def write_atomic(path, write, size_hint=None):
             with h5py.File(tmp, "w") as f:
                 write(f)
 
-        replace_atomic(path, write_direct, suffix=".h5")
+        replace_atomic(path, write_direct)
         return
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
