@@ -34,8 +34,11 @@ DEMO = dict(depth=4, base_filters=8, size=128, n_train=480, n_val=32, n_test=64,
 PHANTOM_MIN_SIZE = 16   # minunet.data.phantom.generate's smallest slice
 #: What evaluate writes into --out (more overlay pages, overlays_2.png ..., past 12 slices).
 EVALUATE_OUTPUTS = ("metrics.json", "per_slice.csv", "per_slice.json", "overlays_1.png")
+OVERLAYS_PER_PAGE = 12
 #: What train and demo write into --out.
 TRAIN_OUTPUTS = ("model.h5", "best.h5", "last.h5", "curves.png", "architecture.png", "overlays.png", "metrics.json")
+#: What train --cv K writes into --out/foldK: the model scored, and with --val-data its checkpoints.
+CV_FOLD_OUTPUTS = ("model.h5", "best.h5", "last.h5")
 
 
 # Fine-tuning (train --init): the recipe that cross-validates best on the 12 real slices (Adam 2e-3,
@@ -111,10 +114,14 @@ def check_outputs(outputs, inputs=(), overwrite=False):
     folders, or that exist (unless ``overwrite``). ``outputs``: {path: what names it
     on the command line}, e.g. {"out/model.h5": "--out"}."""
     sources = {Path(i).resolve() for i in inputs}
+    read = {f / sub for f in sources if f.is_dir() for sub in ("", "images", "masks")}   # where data.load looks
     for path, flag in outputs.items():
         path = Path(path)
         if path.resolve() in sources:
             raise UsageError(f"{flag} {path}: is an input of this command; write to another file")
+        if path.resolve().parent in read:
+            raise UsageError(f"{flag} {path}: is in the input folder {path.resolve().parent}, where it would be read "
+                             f"as data next time; choose another {flag}")
         if path.is_dir():
             raise UsageError(f"{flag} {path}: is a folder; name a file")
         if path.exists() and not overwrite:
@@ -199,11 +206,21 @@ def _load_data(args, split_seed):
 
 def _load_val(args, size):
     """The --val-data slices, resampled to the training slices' size."""
-    from . import data
-
     images, masks = _load_labelled(args, tuple(size), args.val_data, "--val-data")
     print(f"{args.val_data}: {len(images)} validation slices")
     return images, masks
+
+
+def _check_split_flags(args):
+    """Refuse the split flags that --cv or --val-data would ignore."""
+    if args.cv:
+        ignored = _given(args, "val_split", "test_split") + (["--patience"] if args.patience else [])
+        if ignored:
+            raise UsageError(f"{ignored[0]} does not apply to --cv {args.cv}: each fold trains for --epochs epochs on "
+                             f"the other folds and is scored on its own; drop {ignored[0]}")
+    if args.val_data and _given(args, "val_split"):
+        raise UsageError(f"--val-split does not apply with --val-data {args.val_data}, which is the validation set; "
+                         f"drop --val-split")
 
 
 def _check_data_flags(args, phantom_only, data_only):
@@ -225,7 +242,7 @@ def _load_labelled(args, size, path=None, flag="--data", names=False, label_map=
     """Images and masks (and, with ``names``, slice names) from --data PATH (or ``path``,
     given as ``flag``), with --label-map, refusing masks without any disc."""
     from . import data
-    from .data.loaders import LabelMapError, NoDiscError, suggested_label_map
+    from .data.loaders import DataError, LabelMapError, NoDiscError, suggested_label_map
 
     path = path or args.data
     label_map = label_map or _label_map(args)
@@ -244,6 +261,10 @@ def _load_labelled(args, size, path=None, flag="--data", names=False, label_map=
         given = f"--label-map {args.label_map!r}" if args.label_map else "the default labels (0 background, 1 disc)"
         raise UsageError(f"{e.where}: mask labels {e.uncovered[:8]} are not in {given}; pass every label, "
                          f"e.g. --label-map '{full}' (1 = disc, 0 = background), or add \"rest\": 0") from None
+    except DataError as e:
+        if str(e).startswith(f"{path}:"):          # about the path itself: say which flag gave it
+            raise UsageError(f"{flag} {e}") from None
+        raise
     if not masks.any():
         how = f" after --label-map {args.label_map!r}" if args.label_map else ""
         raise UsageError(f"{flag} {path}: no mask marks any disc pixel{how} ({len(masks)} masks, all 0); "
@@ -273,12 +294,16 @@ def _label_map(args):
         if v not in (0, 1) or isinstance(v, bool):
             raise UsageError(f"--label-map {spec!r}: label {k} maps to {json.dumps(v)}; map every label to 1 (disc) "
                              f"or 0 (background)")
-        out[k if k == "rest" else int(k)] = int(v)
+        label = k if k == "rest" else int(k)
+        if label in out:
+            raise UsageError(f"--label-map {spec!r}: label {label} is given twice; give each label once")
+        out[label] = int(v)
     return out
 
 
-def _load_model(path):
-    """A UNet from a minunet or a Keras .h5 file; errors as one line."""
+def _load_model(path, flag=None):
+    """A UNet from a minunet or a Keras .h5 file; errors as one line, led by the ``flag``
+    that named the file (none for a positional argument)."""
     from . import load
 
     try:
@@ -286,7 +311,7 @@ def _load_model(path):
     except (FileNotFoundError, ValueError) as e:
         message = str(e).replace("use keras_h5.load_weights(UNet(...), path) with the matching configuration",
                                  "save the whole model from Keras (model.save('m.h5')), not only its weights")
-        raise UsageError(message) from None
+        raise UsageError(f"{flag} {message}" if flag else message) from None
 
 
 def _metadata(size, label_map):
@@ -345,7 +370,7 @@ def _init_model(args):
     """The --init model, its architecture checked against explicit flags."""
     if args.resume:
         raise UsageError("--init starts a new run from a model's weights, --resume continues an interrupted one; give one")
-    model = _load_model(args.init)
+    model = _load_model(args.init, "--init")
     for flag, key in (("--depth", "depth"), ("--base-filters", "base_filters"), ("--upsampling", "upsampling")):
         given = getattr(args, key)
         if given is not None and given != model.config[key]:
@@ -405,6 +430,7 @@ def cmd_train(args, demo=False):
                         resume)
 
     _check_data_flags(args, ("n_train", "n_val", "n_test"), ("val_split", "test_split"))
+    _check_split_flags(args)
     init = _init_model(args) if args.init else None
     if args.resume:                # an interrupted run continues with its own settings
         _check_resume_flags(args)
@@ -415,9 +441,8 @@ def cmd_train(args, demo=False):
     if args.data != "phantom" and args.val_split + args.test_split >= 1:
         raise UsageError(f"--val-split {args.val_split} and --test-split {args.test_split} add up to 1 or more, "
                          f"leaving nothing to train on; lower them")
-    if not args.resume and args.size is not None and args.size % 2**args.depth:
-        raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
-                         f"change --size or --depth")
+    if not args.resume and args.size is not None:
+        _check_size_flag(args)
     out = _out_folder(args.out)
     if args.cv:
         return _cross_validate(args, init, out)
@@ -460,12 +485,12 @@ def cmd_train(args, demo=False):
                               seed=args.seed, verbose=0 if args.quiet else 1,
                               state={"epoch": 0, "batch": 0, "loss_sum": 0.0, "seen": 0, "run": run})
     except DivergedError as e:
-        done = e.epoch - 1
+        done, lower = e.epoch - 1, _lower_lr(args)
         kept = (f"the last good checkpoint, {out / 'last.h5'} (after epoch {done}), is kept: continue with "
-                f"--resume {out / 'last.h5'} --lr {min(args.lr / 10, DEMO['lr']):g}" if done >= 1 and (out / "last.h5").exists()
+                f"--resume {out / 'last.h5'} --lr {lower}" if done >= 1 and (out / "last.h5").exists()
                 else "no checkpoint was written")
         raise UsageError(f"training diverged: the loss became {e.value} at epoch {e.epoch}, batch {e.batch} "
-                         f"(learning rate {e.lr:g} from --lr {args.lr:g}); lower --lr, e.g. --lr {min(args.lr / 10, DEMO['lr']):g}; "
+                         f"(learning rate {e.lr:g} from --lr {args.lr:g}); lower --lr, e.g. --lr {lower}; "
                          f"{kept}") from None
     if history.get("stopped") == "interrupted":
         print(f"interrupted: checkpoint saved to {out / 'last.h5'}; continue with --resume {out / 'last.h5'}")
@@ -500,6 +525,11 @@ def cmd_train(args, demo=False):
     return 0
 
 
+def _lower_lr(args):
+    """The --lr to suggest after a diverged run: a tenth of it, at most the demo's rate."""
+    return f"{min(args.lr / 10, DEMO['lr']):g}"
+
+
 def _checkpoint_state(path):
     from .model import load_checkpoint
 
@@ -509,18 +539,25 @@ def _checkpoint_state(path):
         raise UsageError(str(e)) from None
 
 
+def _check_size_flag(args):
+    if args.size % 2**args.depth:
+        raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
+                         f"change --size or --depth")
+
+
 def _check_size(args, images):
+    """Slices loaded at their own size must fit the network's 2**depth rule too."""
     h, w = images.shape[1:3]
     m = 2**args.depth
     if h % m or w % m:
-        raise UsageError(f"{args.data}: slices are {h}x{w}, not multiples of 2**depth = {m}; "
+        raise UsageError(f"--data {args.data}: slices are {h}x{w}, not multiples of 2**depth = {m}; "
                          f"pass --size with a multiple of {m}")
 
 
 def _cross_validate(args, init, out):
     """train --cv K: K models, each trained on K-1 folds from the same start (the --init
     file, or the same seed) and scored on the fold it never saw."""
-    from . import data, metrics
+    from . import data
     from .model import UNet
     from .optim import Adam
     from .train import DivergedError, LearningRateScheduler, ModelCheckpoint, cosine_decay, fit
@@ -536,7 +573,8 @@ def _cross_validate(args, init, out):
     except ValueError as e:
         raise UsageError(f"--cv {args.cv}: {e}") from None
     val = _load_val(args, images.shape[1:3]) if args.val_data else None
-    fold_files = ("best.h5", "last.h5") if val is not None else ("model.h5",)
+    fold_files = CV_FOLD_OUTPUTS if val is not None else CV_FOLD_OUTPUTS[:1]
+    earlier = {p for p in out.glob("fold*/*.h5") if p.parent.name[4:].isdigit() and p.name in CV_FOLD_OUTPUTS}
     check_outputs({out / "cv.json": "--out", **{out / f"fold{k}" / name: "--out" for k in range(1, args.cv + 1)
                                                 for name in fold_files}},
                   inputs=[p for p in (args.data, args.val_data, args.init) if p], overwrite=args.overwrite)
@@ -544,16 +582,15 @@ def _cross_validate(args, init, out):
     print(f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]}, {args.cv}-fold cross-validation; "
           f"{args.epochs} epochs, lr {args.lr:g}, {args.augment} augmentation"
           + (f", each fold from {args.init}" if init else ""))
-    results, start = [], time.time()
+    results, written, start = [], set(), time.time()
     for k, (train_idx, test_idx) in enumerate(folds, 1):
-        model = _load_model(args.init) if init else UNet(
+        model = _load_model(args.init, "--init") if init else UNet(
             in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
             upsampling=args.upsampling, seed=args.seed)
         model.metadata = _metadata(images.shape[1:3], _label_map(args))
         folder = out / f"fold{k}"
-        callbacks = [LearningRateScheduler(cosine_decay(args.lr, args.epochs))]
-        if val is not None:
-            callbacks.append(ModelCheckpoint(folder))
+        checkpoint = ModelCheckpoint(folder) if val is not None else None
+        callbacks = [LearningRateScheduler(cosine_decay(args.lr, args.epochs))] + ([checkpoint] if checkpoint else [])
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a diverging fold is reported
                 history = fit(model, Adam(model.params, args.lr), (images[train_idx], masks[train_idx]), val,
@@ -561,19 +598,20 @@ def _cross_validate(args, init, out):
                               callbacks=callbacks, seed=args.seed, verbose=0 if args.quiet else 1)
         except DivergedError as e:
             raise UsageError(f"fold {k} diverged: the loss became {e.value} at epoch {e.epoch} (--lr {args.lr:g}); "
-                             f"lower --lr, e.g. --lr {args.lr / 10:g}") from None
+                             f"lower --lr, e.g. --lr {_lower_lr(args)}") from None
         if history.get("stopped") == "interrupted":
             print(f"interrupted in fold {k}: no cross-validation result")
             return 130
-        if val is not None and (folder / "best.h5").exists():
-            model = _load_model(folder / "best.h5")
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            model.save(folder / "model.h5")
-        scores = metrics.per_image(model.segment(images[test_idx]), masks[test_idx])
-        slices = [{"name": names[i], "dice": float(d), "iou": float(j), "hd95": _json_number(h)}
-                  for i, d, j, h in zip(test_idx, scores["dice"][:, 0], scores["iou"][:, 0], scores["hd95"][:, 0])]
-        fold_dice = float(scores["dice"].mean())
+        if checkpoint is not None:
+            written.add(folder / "last.h5")
+            if checkpoint.wrote_best:                  # the best validation Dice of this fold's run
+                written.add(folder / "best.h5")
+                model = _load_model(folder / "best.h5")
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.h5")
+        written.add(folder / "model.h5")
+        slices = _per_slice([names[i] for i in test_idx], model.segment(images[test_idx]), masks[test_idx])
+        fold_dice = float(np.mean([r["dice"] for r in slices]))
         results.append({"fold": k, "dice": fold_dice, "train": [names[i] for i in train_idx], "test": slices})
         print(f"fold {k}/{args.cv}: held-out Dice {fold_dice:.3f}  ("
               + ", ".join(f"{r['name']} {r['dice']:.3f}" for r in slices) + f")  [{time.time() - start:.0f} s]")
@@ -583,9 +621,24 @@ def _cross_validate(args, init, out):
                "loss": args.loss, "augment": args.augment, "dice_mean": float(dice.mean()),
                "dice_sd": float(dice.std(ddof=1)), "per_fold": results}
     _write_json(out / "cv.json", summary)
+    stale = sorted(earlier - written)
+    for path in stale:                   # left by an earlier run (replaced with --overwrite): not this run's
+        path.unlink()
+    if stale:
+        print(f"removed {', '.join(str(p.relative_to(out)) for p in stale)} left in {out} by an earlier run")
     print(f"cross-validation, {args.cv} folds, seed {args.seed}: held-out Dice {dice.mean():.3f} +- "
           f"{dice.std(ddof=1):.3f} (mean +- sd over folds); wrote {out / 'cv.json'}")
     return 0
+
+
+def _per_slice(names, preds, masks):
+    """One row a slice: its name, Dice, IoU and HD95 (None where undefined), as cv.json and
+    evaluate's per_slice files hold them."""
+    from . import metrics
+
+    scores = metrics.per_image(preds, masks)
+    return [{"name": name, "dice": float(d), "iou": float(j), "hd95": _json_number(h)}
+            for name, d, j, h in zip(names, scores["dice"][:, 0], scores["iou"][:, 0], scores["hd95"][:, 0])]
 
 
 def _json_number(x):
@@ -594,7 +647,7 @@ def _json_number(x):
 
 
 def cmd_evaluate(args):
-    from . import data, metrics, plots
+    from . import metrics, plots
 
     _check_data_flags(args, ("n", "seed"), ())
     _fill_defaults(args, {"n": 64, "seed": 12345})
@@ -602,7 +655,7 @@ def cmd_evaluate(args):
         out = Path(args.out)
         check_outputs({out / name: "--out" for name in EVALUATE_OUTPUTS}, inputs=[args.model, args.data],
                       overwrite=args.overwrite)
-    model = _load_model(args.model)
+    model = _load_model(args.model, "--model")
     size = _inference_size(args, model, "evaluate")
     if args.data == "phantom":
         images, masks = _phantom(args.n, size[0] if size else 128, args.seed)
@@ -610,24 +663,30 @@ def cmd_evaluate(args):
     else:                                                      # each slice at its own size
         images, masks, names = _load_labelled(args, None, names=True,
                                               label_map=_label_map(args) or _stored_label_map(model))
+    if args.out:                                               # the pages past the first, now that N is known
+        pages = [out / f"overlays_{k}.png" for k in range(1, -(-len(images) // OVERLAYS_PER_PAGE) + 1)]
+        check_outputs({page: "--out" for page in pages}, overwrite=args.overwrite)
     preds = segment_at(model, images, size)
     summary = metrics.summarize(preds, masks)
     run_at = f"run at {size[0]}x{size[1]}, " if size else ""
     _report(summary, f"{args.data}: {len(images)} slices of {images.shape[1]}x{images.shape[2]} ({run_at}scored at their own size)")
     if args.out:
         out = _out_folder(args.out)
-        scores = metrics.per_image(preds, masks)
-        rows = [{"name": name, "dice": float(d), "iou": float(j), "hd95": _json_number(h)}
-                for name, d, j, h in zip(names, scores["dice"][:, 0], scores["iou"][:, 0], scores["hd95"][:, 0])]
+        rows = _per_slice(names, preds, masks)
         _write_json(out / "per_slice.json", rows)
         lines = ["name,dice,iou,hd95"] + [f"{r['name']},{r['dice']:.4f},{r['iou']:.4f},"
                                           f"{'' if r['hd95'] is None else format(r['hd95'], '.2f')}" for r in rows]
         _write_text(out / "per_slice.csv", "\n".join(lines) + "\n")
         _write_json(out / "metrics.json", summary)
-        pages = plots.overlay_pages(images, masks, preds, [f"{r['name']}  Dice {r['dice']:.3f}" for r in rows],
-                                    out / "overlays")
+        plots.overlay_pages(images, masks, preds, [f"{r['name']}  Dice {r['dice']:.3f}" for r in rows],
+                            out / "overlays", per_page=OVERLAYS_PER_PAGE)
         print(f"wrote {out / 'per_slice.csv'}, per_slice.json, metrics.json and {len(pages)} overlay page(s) "
               f"{pages[0].name}{' ...' if len(pages) > 1 else ''}")
+        stale = [p for p in out.glob("overlays_*.png") if p not in pages and p.stem.split("_")[1].isdigit()]
+        for p in stale:                  # pages of an earlier, longer evaluate (replaced with --overwrite)
+            p.unlink()
+        if stale:
+            print(f"removed {len(stale)} overlay page(s) left in {out} by an earlier evaluate")
     return 0
 
 
@@ -693,7 +752,7 @@ def cmd_predict(args):
             source[target] = f
             planned[target] = "--out"
     check_outputs(planned, inputs=inputs + [args.model], overwrite=args.overwrite)
-    model = _load_model(args.model)
+    model = _load_model(args.model, "--model")
     size = _inference_size(args, model, "predict")
     out = _out_folder(out)
     if skipped:
@@ -725,9 +784,7 @@ def cmd_summary(args):
     else:
         _fill_defaults(args, {"depth": DEMO["depth"], "base_filters": DEMO["base_filters"],
                               "upsampling": DEMO["upsampling"], "head": "softmax"})
-        if args.size % 2**args.depth:
-            raise UsageError(f"--size {args.size} must be a multiple of 2**depth = 2**{args.depth} = {2 ** args.depth}; "
-                             f"change --size or --depth")
+        _check_size_flag(args)
         model = UNet(in_channels=1, n_classes=2, depth=args.depth, base_filters=args.base_filters,
                      upsampling=args.upsampling, head=args.head)
     try:
@@ -1002,8 +1059,11 @@ def main(argv=None):
         with _limit_threads(args.blas_threads):
             return args.func(args)
     except WriteError as e:
-        fix = "free some space or write elsewhere" if e.errno == errno.ENOSPC else "write elsewhere"
-        where = "another TARGET" if args.command == "convert" else "another --out"
+        # no error number: a short write (numpy's "N requested and M written"), which a full disk gives
+        fix = "free some space or write elsewhere" if e.errno in (errno.ENOSPC, None) else "write elsewhere"
+        preview = getattr(args, "preview", None)
+        where = ("another TARGET" if args.command == "convert" else
+                 "another --preview" if preview and _same_file(e.path, preview) else "another --out")
         print(f"minunet {args.command}: error: {e}; {fix} ({where}); the earlier file, if any, is untouched",
               file=sys.stderr)
         return 2

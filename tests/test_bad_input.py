@@ -134,6 +134,14 @@ def _mock_write_error(code):
     return patch
 
 
+def _mock_short_write(monkeypatch):
+    """A write that stops short with no error number, as numpy's does on a full disk."""
+    def failing_fsync(fd):
+        raise OSError("65536 requested and 24448 written")
+
+    monkeypatch.setattr(h5file.os, "fsync", failing_fsync)
+
+
 def _no_cupy(monkeypatch):
     """$MINUNET_BACKEND=cupy on a machine without CuPy (or without a GPU)."""
     monkeypatch.setenv("MINUNET_BACKEND", "cupy")
@@ -295,6 +303,35 @@ MORE_CASES = [   # found by trying more
      None),
     ("cv-diverging", lambda w: ["train", *ON_DATA, "--data", w.pairs(n=4), "--cv", "2", "--epochs", "2", "--lr", "1e6",
                                 "--out", w.path("cvd")], "fold 1 diverged", None),
+    # found in the review of the whole change
+    ("evaluate-over-a-second-overlay-page",
+     lambda w: ["evaluate", "--model", w.model(), "--n", "13", "--size", "32", "--out",
+                str(Path(w.file("ev/overlays_2.png")).parent)], "overlays_2.png: exists; pass --overwrite", None),
+    ("evaluate-out-is-the-data-folder",
+     lambda w: ["evaluate", "--model", w.model(), "--data", w.pairs(), "--out", w.path("pairs")],
+     "is in the input folder", None),
+    ("train-out-is-the-data-folder", lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--out", w.path("pairs")],
+     "is in the input folder", None),
+    ("cv-out-is-the-data-folder",
+     lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--cv", "2", "--out", w.path("pairs")],
+     "is in the input folder", None),
+    ("predict-an-empty-npy", lambda w: ["predict", "--model", w.model(),
+                                        (np.save(w.root / "empty.npy", np.zeros((0, 32))), w.path("empty.npy"))[1],
+                                        "--out", w.path("o")], "an empty image of shape (0, 32)", None),
+    ("cv-with-val-split", lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--cv", "2", "--val-split", "0.3"],
+     "--val-split does not apply to --cv 2", None),
+    ("cv-with-patience", lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--cv", "2", "--patience", "3"],
+     "--patience does not apply to --cv 2", None),
+    ("val-data-with-val-split",
+     lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--val-data", w.pairs("v"), "--val-split", "0.3"],
+     "--val-split does not apply with --val-data", None),
+    ("init-is-a-folder", lambda w: ["train", "--data", w.pairs(), "--init", str(w.root)], "--init /", None),
+    ("val-data-missing", lambda w: ["train", *ON_DATA, "--data", w.pairs(), "--val-data", w.path("nope"),
+                                    "--test-split", "0", "--out", w.path("o")], "--val-data /", None),
+    ("phantom-short-write", lambda w: ["phantom", "--out", w.path("d.h5"), "--n", "2", "--size", "32"],
+     "65536 requested and 24448 written; free some space or write elsewhere (another --out)", _mock_short_write),
+    ("label-map-label-twice", lambda w: ["train", "--data", w.pairs(), "--label-map", '{"01": 1, "1": 0, "0": 0}'],
+     "label 1 is given twice", None),
 ]
 
 

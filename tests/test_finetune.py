@@ -262,3 +262,38 @@ def test_folds_deal_every_slice_to_exactly_one_test_fold():
     np.testing.assert_array_equal(data.folds(12, 4, seed=3)[1][1], parts[1][1])       # the seed fixes the folds
     with pytest.raises(ValueError, match="2 <= k <= 3"):
         data.folds(3, 4)
+
+
+def test_cv_over_an_earlier_cv_with_overwrite_leaves_only_this_runs_models(base, tmp_path, capsys):
+    folder, val_folder = _folder(tmp_path / "d", 6, 32), _folder(tmp_path / "v", 2, 32, seed=7)
+    out = tmp_path / "cv"
+    assert main(["train", "--data", str(folder), "--init", str(base), "--cv", "3", "--epochs", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.h5")) == [
+        "fold1/model.h5", "fold2/model.h5", "fold3/model.h5"]
+    capsys.readouterr()
+    # two folds, now with a validation set: fold3 is stale; each fold keeps the model it scored beside its checkpoints
+    assert main(["train", "--data", str(folder), "--init", str(base), "--cv", "2", "--epochs", "2", "--quiet",
+                 "--val-data", str(val_folder), "--overwrite", "--out", str(out)]) == 0
+    assert "removed fold3/model.h5 left in" in capsys.readouterr().out
+    kept = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.h5"))
+    assert "fold3/model.h5" not in kept and {"fold1/model.h5", "fold1/last.h5", "fold2/model.h5", "fold2/last.h5"} <= set(kept)
+    result = json.loads((out / "cv.json").read_text())
+    assert result["folds"] == 2
+    for fold in result["per_fold"]:         # the Dice in cv.json is the one of the model.h5 written beside it
+        model = minunet.load(out / f"fold{fold['fold']}" / "model.h5")
+        images, masks, names = data.load(folder, names=True)
+        idx = [names.index(s["name"]) for s in fold["test"]]
+        scores = minunet.metrics.per_image(model.segment(images[idx]), masks[idx])
+        np.testing.assert_allclose([s["dice"] for s in fold["test"]], scores["dice"][:, 0])
+
+
+def test_evaluate_with_overwrite_removes_pages_of_an_earlier_longer_run(base, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["evaluate", "--model", str(base), "--n", "13", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("overlays_*.png")) == ["overlays_1.png", "overlays_2.png"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(base), "--n", "3", "--out", str(out), "--overwrite"]) == 0
+    assert "removed 1 overlay page(s) left in" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("overlays_*.png")) == ["overlays_1.png"]
+    assert len(json.loads((out / "per_slice.json").read_text())) == 3

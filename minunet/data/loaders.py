@@ -287,6 +287,8 @@ def _sagittal(volume, direction):
 def _check_image(image, where):
     if not np.issubdtype(image.dtype, np.number):
         raise DataError(f"{where}: image dtype {image.dtype} is not numeric")
+    if image.size == 0:
+        raise DataError(f"{where}: an empty image of shape {image.shape}; give a slice with pixels")
     if not np.all(np.isfinite(image)):
         raise DataError(f"{where}: image has NaN or infinite pixels; fix or drop this slice")
     return image.astype(np.float32)
