@@ -131,10 +131,15 @@ def test_neutral_parameters_give_the_identity(labelled):
 def test_none_level_is_no_augmentation():
     images, masks = phantom.generate(6, size=32, seed=1)
     assert augment_preset("none") is None
-    plain = list(data.batches(images, masks, 4, True, 5, 2))
-    for (x, y), (x0, y0) in zip(data.batches(images, masks, 4, True, 5, 2, augment_preset("none")), plain):
+    order = np.random.default_rng([5, 2]).permutation(6)           # batches' shuffle for seed 5, epoch 2
+    plain = [(images[order[i : i + 4]], masks[order[i : i + 4]]) for i in (0, 4)]
+    got = list(data.batches(images, masks, 4, True, 5, 2, augment_preset("none")))
+    assert len(got) == len(plain) == 2
+    for (x, y), (x0, y0) in zip(got, plain):                        # the slices as they are, only shuffled
         np.testing.assert_array_equal(x, x0)
         np.testing.assert_array_equal(y, y0)
+    light = next(data.batches(images, masks, 4, True, 5, 2, augment_preset("light")))
+    assert not np.array_equal(light[0], plain[0][0])                # what an augmentation level changes
 
 
 # ------------------------------------------------------------------ intensity
