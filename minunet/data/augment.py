@@ -156,13 +156,14 @@ def warp(images, masks, rows, cols):
     # mask: the nearest pixel (rint rounds halves to even)
     y = masks.reshape(-1)[base + np.rint(rows).astype(np.intp) * W + np.rint(cols).astype(np.intp)]
     # image: the four neighbours (r0, c0) (r0, c1) (r1, c0) (r1, c1), weighted by the distance
-    r0, c0 = rows.astype(np.intp), cols.astype(np.intp)                  # floor: positions are >= 0
+    r0f, c0f = np.floor(rows), np.floor(cols)                             # positions are >= 0
+    r0, c0 = r0f.astype(np.intp), c0f.astype(np.intp)
     down = np.where(r0 < H - 1, W, 0)                                     # r1 - r0, in flat pixels
     right = np.where(c0 < W - 1, 1, 0)                                    # c1 - c0
     p00 = ((base + r0 * W + c0) * C)[..., None] + np.arange(C)            # flat indices, (n, h, w, C)
     p10 = p00 + down[..., None] * C
-    fr = (rows - r0).astype(images.dtype)[..., None]                     # (n, h, w, 1)
-    fc = (cols - c0).astype(images.dtype)[..., None]
+    fr = (rows - r0f).astype(images.dtype, copy=False)[..., None]        # (n, h, w, 1), exact in float32
+    fc = (cols - c0f).astype(images.dtype, copy=False)[..., None]
     flat = images.reshape(-1)
     top, bottom = flat[p00], flat[p10]
     top += fc * (flat[p00 + right[..., None] * C] - top)                 # along the row: c0 -> c1
