@@ -19,8 +19,8 @@ fully annotated ones and the 3 the data's README flags (01 and 13 para-sagittal 
 vertebra label, 04 incompletely labelled); statistics that need vertebra labels skip 01, 13.
 
 With ``--model``, also the zero-shot Dice of a model at the real slices' native size
-(``zero_shot_dice``: resize to the model's training size, segment, resize the mask back,
-nearest, score against the native mask). With ``--figure``, phantom and real slices side
+(``zero_shot_dice``: as ``minunet evaluate`` scores it, run at the size the model file
+records, probabilities resampled back, scored against the native mask). With ``--figure``, phantom and real slices side
 by side with the intensity histograms of disc, body and background.
 
 Run: python benchmarks/phantom_vs_real.py [--model minunet-demo/model.h5] [--figure docs/phantom_vs_real.png]
@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 import minunet
-from minunet import data
-from minunet.data.preprocess import normalize, resize
+from minunet import data, metrics
+from minunet.cli import segment_at
+from minunet.data.preprocess import normalize
 
 FLAGGED = ("01", "04", "13")     # para-sagittal or incompletely labelled (the data's README)
 STATS = ("disc z", "body z", "bg z", "body sd", "disc %", "disc h", "discs", "column w", "sharpness")
@@ -64,8 +65,6 @@ def _components(mask):
         if np.array_equal(new, lab):
             break
         lab = new
-    ids, lab = np.unique(lab, return_inverse=True)
-    lab = lab.reshape(mask.shape)
     return np.where(mask, lab, -1)
 
 
@@ -129,18 +128,16 @@ def phantom_slices(n, size=256, seed=2024):
 
 
 # ------------------------------------------------------------------ zero shot
-def zero_shot_dice(model, slices, size=128):
-    """{case id: Dice} of ``model`` on raw slices {id: (image, labels)} at their native size:
-    each image resized to ``size`` (bilinear) and normalized, segmented, and the predicted
-    mask resized back to the native size (nearest), scored against the native disc mask."""
-    out = {}
-    for name, (image, labels) in slices.items():
-        h = image.shape[0]
-        x = normalize(resize(image[None], size, order=1))[..., None]       # (1, size, size, 1)
-        pred = resize(model.segment(x), h, order=0)[0] == 1                # (h, w)
-        truth = labels == 1
-        out[name] = 2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)
-    return out
+def zero_shot_dice(model, slices):
+    """{case id: Dice} of ``model`` on raw slices {id: (image, labels)} at their native size,
+    as ``minunet evaluate`` scores them: run at the size the model file records
+    (``cli.segment_at``: resampled there, probabilities back at the native size), scored
+    against the native disc mask by ``metrics.per_image``."""
+    names = list(slices)
+    images = normalize(np.stack([slices[k][0] for k in names]))[..., None]   # (N, H, W, 1)
+    truth = np.stack([slices[k][1] == 1 for k in names]).astype(np.uint8)     # (N, H, W)
+    preds = segment_at(model, images, (model.metadata or {}).get("size"))
+    return dict(zip(names, metrics.per_image(preds, truth)["dice"][:, 0]))
 
 
 # --------------------------------------------------------------------- figure
@@ -191,7 +188,6 @@ def main(argv=None):
     p.add_argument("--real", default=data.real_spine_folder() or "../shared/data/real-spine")
     p.add_argument("--n", type=int, default=96, help="phantom slices to measure (default %(default)s)")
     p.add_argument("--model", help="also score this model zero-shot on the real slices")
-    p.add_argument("--size", type=int, default=128, help="the model's training size (default %(default)s)")
     p.add_argument("--figure", help="write the phantom-vs-real figure here")
     args = p.parse_args(argv)
 
@@ -205,9 +201,12 @@ def main(argv=None):
               f"phantom ({args.n})": [slice_stats(z, lab) for z, lab in zip(pz, plab)]}
     print(table(groups))
     if args.model:
-        dice = zero_shot_dice(minunet.load(args.model), real, args.size)
+        model = minunet.load(args.model)
+        size = (model.metadata or {}).get("size")
+        dice = zero_shot_dice(model, real)
         main9 = [d for k, d in dice.items() if k not in FLAGGED]
-        print(f"zero-shot Dice at 256 (through {args.size}): mean of the 9 = {np.mean(main9):.3f} +- {np.std(main9):.3f}; "
+        at = f"{size[0]}x{size[1]}" if size else "each slice's own size"
+        print(f"zero-shot Dice at the native size (run at {at}): mean of the 9 = {np.mean(main9):.3f} +- {np.std(main9):.3f}; "
               + ", ".join(f"{k} {dice[k]:.2f}" for k in FLAGGED if k in dice) + " (flagged)")
         print("  " + " ".join(f"{k}:{d:.2f}" for k, d in dice.items()))
     if args.figure:
