@@ -40,9 +40,9 @@ NARROW = 8              # kernel rows of fewer product rows (kw*C) than this are
 
 
 # --------------------------------------------------------------------- windows
-def strided(i, n, stride=1):
-    """The slice i, i + s, ..., i + s*(n - 1): what offset i of n windows with step s reads."""
-    return slice(i, i + stride * (n - 1) + 1, stride)
+def strided(i, count, stride=1):
+    """The slice i, i + s, ..., i + s*(count - 1): what offset i of count windows with step s reads."""
+    return slice(i, i + stride * (count - 1) + 1, stride)
 
 
 def inside(i, pad, size, n_out):
@@ -109,22 +109,24 @@ def im2col_blocks(x, kh, kw, pads, out_channels):
         rows = slice(start, min(ho, start + block_rows))
         extent = rows.stop - start + kh - 1                               # image rows the block reads
         widened = scratch("im2col block", (kw, c, extent, n, wo), x.dtype, xp)
-        image_rows = inside(start, top, h, extent)                        # (block rows, x's rows)
-        if image_rows is None:
+        rows_inside = inside(start, top, h, extent)                       # (the block's image rows, x's rows)
+        if rows_inside is None:
             widened[...] = 0
         else:
-            widened[:, :, : image_rows[0].start] = 0                      # rows of padding
-            widened[:, :, image_rows[0].stop :] = 0
+            out_rows, in_rows = rows_inside
+            widened[:, :, : out_rows.start] = 0                           # rows of padding
+            widened[:, :, out_rows.stop :] = 0
             for j in range(kw):
-                block_j = widened[j, :, image_rows[0]]                    # (C, real rows, N, Wo)
-                cols = inside(j, left, w, wo)
-                if cols is None:
+                block_j = widened[j, :, out_rows]                         # (C, real rows, N, Wo)
+                cols_inside = inside(j, left, w, wo)                      # (output columns, x's columns)
+                if cols_inside is None:
                     block_j[...] = 0
                     continue
-                block_j[..., cols[0]] = x[:, image_rows[1], :, cols[1]]   # x shifted by j - left
-                block_j[..., : cols[0].start] = 0                         # columns of padding
-                block_j[..., cols[0].stop :] = 0
-        yield Block(rows, widened.reshape(kw * c, -1), n * wo)
+                out_cols, in_cols = cols_inside
+                block_j[..., out_cols] = x[:, in_rows, :, in_cols]        # x shifted by j - left
+                block_j[..., : out_cols.start] = 0                        # columns of padding
+                block_j[..., out_cols.stop :] = 0
+        yield Block(rows, widened.reshape(kw * c, -1), n * wo)            # widened (kw*C, extent * N*Wo)
 
 
 def stacks_rows(kh, kw, c):
@@ -146,13 +148,14 @@ def rows_as_channels(x, kh, pads):
     stacked_planes, x_planes = planes(stacked), planes(x)                 # (kh*C, Ho, N, W), (C, H, N, W)
     for i in range(kh):
         channels = stacked_planes[i * c : (i + 1) * c]
-        rows = inside(i, top, h, ho)
-        if rows is None:
+        rows_inside = inside(i, top, h, ho)                               # (stacked rows r, x's rows r + i - top)
+        if rows_inside is None:
             channels[...] = 0
             continue
-        channels[:, rows[0]] = x_planes[:, rows[1]]
-        channels[:, : rows[0].start] = 0
-        channels[:, rows[0].stop :] = 0
+        out_rows, in_rows = rows_inside
+        channels[:, out_rows] = x_planes[:, in_rows]
+        channels[:, : out_rows.start] = 0
+        channels[:, out_rows.stop :] = 0
     return stacked, (0, 0, left, right)
 
 
