@@ -12,7 +12,7 @@ Keras's Conv2DTranspose::
 
     y[n, s*h + i, s*w + j, f] += sum_c x[n, h, w, c] K[i, j, f, c]   (+ b[f])
     Y = col2im(X @ K^T)         each pixel of x stamps a kh x kw patch
-    dY = im2col(dy, stride s)   dx = dY @ K     dK = dY^T @ X     db = dy summed over pixels
+    dP = im2col(dy, stride s)   dx = dP @ K     dK = dP^T @ X     db = dy summed over pixels
 
 How the operations are made fast is ``engine``'s business (docs/READING.md, the ledger).
 """
@@ -138,8 +138,8 @@ class ConvTranspose2D(Layer):
         x = self._cache
         kh, kw = self.kernel_size
         kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
-        dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dY: (N, H, W, kh*kw*F)
-        summed_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dY^T X
+        dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dP: (N, H, W, kh*kw*F)
+        summed_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
         if "bias" in self.params:
             self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db
-        return pixelwise(dpatches, kernel)                                    # dx = dY K
+        return pixelwise(dpatches, kernel)                                    # dx = dP K
