@@ -19,8 +19,8 @@ How the operations are made fast is ``engine``'s business (docs/READING.md, the 
 from ..backend import DEFAULT_DTYPE
 from .activations import relu_backward
 from .base import Layer, initialize, zeros
-from .engine import (col2im, correlate, flipped, im2col, kernel_gradient, pixelwise, sum_over_pixels,
-                     summed_over_pixels)
+from .engine import (col2im, correlate, flipped, im2col, kernel_gradient, pixelwise, product_over_pixels,
+                     sum_over_pixels)
 
 
 def _pair(k, what):
@@ -139,7 +139,7 @@ class ConvTranspose2D(Layer):
         kh, kw = self.kernel_size
         kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
         dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dP: (N, H, W, kh*kw*F)
-        summed_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
+        product_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
         if "bias" in self.params:
             self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db
         return pixelwise(dpatches, kernel)                                    # dx = dP K

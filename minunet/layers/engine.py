@@ -17,7 +17,7 @@ What is here, and what each piece buys (measured: docs/READING.md, "The ledger")
 - ``rows_as_channels``: for an input of few channels, the kh kernel rows stacked into
   one product (a product with 3 rows runs far below the machine's rate).
 - ``flipped``: the kernel of the input gradient, laid out for its products.
-- ``im2col`` / ``col2im`` with a stride, ``pixelwise`` and ``summed_over_pixels``: the
+- ``im2col`` / ``col2im`` with a stride, ``pixelwise`` and ``product_over_pixels``: the
   transposed convolution's pieces, each one slice copy per kernel offset or one product;
   its patches, used at once, in one ``scratch`` buffer for both passes.
 - ``scratch``: buffers kept between calls, so that a step does not fault in fresh pages.
@@ -277,9 +277,11 @@ def pixelwise(x, matrix, kept=False):
     return y
 
 
-def summed_over_pixels(a, b, out=None):
-    """sum over pixels p of the outer products a[p]^T b[p]: A^T @ B, (Ca, Cb), for a
-    (N, H, W, Ca) and b (N, H, W, Cb) seen as (pixels, C) matrices."""
+def product_over_pixels(a, b, out=None):
+    """The matrix product A^T @ B, (Ca, Cb), its inner index running over the pixels, for
+    a (N, H, W, Ca) and b (N, H, W, Cb) seen as (pixels, C) matrices: the sum over pixels p
+    of the outer products a[p]^T b[p]. (``sum_over_pixels`` is dy's plain sum, the bias
+    gradient.)"""
     xp = get_array_module(a)
     return xp.matmul(flat_planes(a), flat_planes(b).T, out=out)
 
