@@ -89,16 +89,14 @@ class Conv2D(Layer):
                                                out=self._grad_array("kernel"))                   # dK = X^T dY
         if not input_gradient:
             return None
-        return correlate(dy, flipped(kernel), self._input_gradient_pads(x.shape, dy.shape))   # dx
+        return correlate(dy, flipped(kernel), self._input_gradient_pads())                   # dx
 
-    def _input_gradient_pads(self, x_shape, dy_shape):
+    def _input_gradient_pads(self):
         """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
-        kh - 1 - top rows on top and what makes Ho + top' + bottom' = H + kh - 1 (so too for
-        columns): the 'full' correlation."""
-        (kh, kw), (top, _, left, _) = self.kernel_size, self._pads()
-        (h, w), (ho, wo) = x_shape[1:3], dy_shape[1:3]
-        top_, left_ = kh - 1 - top, kw - 1 - left
-        return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
+        kh - 1 - top rows on top and kh - 1 - bottom at the bottom (so too for columns), the
+        'full' correlation. Ho = H + top + bottom - kh + 1, so Ho + top' + bottom' = H + kh - 1."""
+        (kh, kw), (top, bottom, left, right) = self.kernel_size, self._pads()
+        return (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
 
 
 class ConvTranspose2D(Layer):
