@@ -136,7 +136,7 @@ class ConvTranspose2D(Layer):
         x = self._cache
         kh, kw = self.kernel_size
         kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
-        dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dP: (N, H, W, kh*kw*F)
+        dpatches = im2col(dy, kh, kw, self.strides[0])                        # dP: (N, H, W, kh*kw*F)
         product_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
         if "bias" in self.params:
             self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db

@@ -286,16 +286,17 @@ def product_over_pixels(a, b, out=None):
     return xp.matmul(flat_planes(a), flat_planes(b).T, out=out)
 
 
-def im2col(x, kh, kw, stride, out_hw):
+def im2col(x, kh, kw, stride):
     """textbook ``im2col`` with a stride and no padding: (N, Ho, Wo, kh*kw*C) with
-    cols[n, h, w, (i, j, c)] = x[n, s*h + i, s*w + j, c], Ho, Wo = out_hw. One strided
-    slice copy per kernel offset, into the ``scratch`` array "patches" (valid until the
-    next request: the transposed convolution's backward uses it at once)."""
+    cols[n, h, w, (i, j, c)] = x[n, s*h + i, s*w + j, c], Ho = (H - kh) // s + 1 (so too
+    Wo). One strided slice copy per kernel offset, into the ``scratch`` array "patches"
+    (valid until the next request: the transposed convolution's backward uses it at once)."""
     xp = get_array_module(x)
-    n, _, _, c = x.shape
-    ho, wo = out_hw
-    cols = layout.nhwc(scratch("patches", (kh * kw * c, ho, n, wo), x.dtype, xp))
-    cols_planes, x_planes = planes(cols).reshape(kh, kw, c, ho, n, wo), planes(x)
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    cols = layout.nhwc(scratch("patches", (kh * kw * c, ho, n, wo), x.dtype, xp))   # (N, Ho, Wo, kh*kw*C)
+    x_planes = planes(x)                                                  # (C, H, N, W)
+    cols_planes = planes(cols).reshape(kh, kw, c, ho, n, wo)              # (kh, kw, C, Ho, N, Wo)
     for i in range(kh):
         for j in range(kw):
             cols_planes[i, j] = x_planes[:, strided(i, ho, stride), :, strided(j, wo, stride)]
