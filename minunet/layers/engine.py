@@ -304,19 +304,20 @@ def im2col(x, kh, kw, stride):
 
 
 def col2im(cols, kh, kw, stride, out_shape, bias=None):
-    """textbook ``col2im``, plus a bias: y (out_shape, N, H, W, F) = bias + each row of cols
+    """textbook ``col2im``, plus a bias: y of out_shape (N, H, W, F) = bias + each row of cols
     (N, Hc, Wc, kh*kw*F) added back where its window lies, y[n, s*h + i, s*w + j, f] +=
-    cols[n, h, w, (i, j, f)]. When the windows tile y (kernel size = stride, the U-Net's
-    2x2 stride 2) each pixel of y comes from one window: written once, not zeroed and
-    added to."""
+    cols[n, h, w, (i, j, f)], for out_shape = (N, (Hc - 1)*s + kh, (Wc - 1)*s + kw, F), the
+    transposed convolution's. When the windows tile y (kernel size = stride, the U-Net's
+    2x2 stride 2: then H = Hc*s, W = Wc*s) each pixel of y comes from one window: written
+    once, not zeroed and added to."""
     xp = get_array_module(cols)
     n, hc, wc, _ = cols.shape
     f = out_shape[3]
-    cols_planes = planes(cols).reshape(kh, kw, f, hc, n, wc)
+    cols_planes = planes(cols).reshape(kh, kw, f, hc, n, wc)              # (kh, kw, F, Hc, N, Wc)
     bias_planes = None if bias is None else bias.astype(cols.dtype, copy=False).reshape(f, 1, 1, 1)
     y = layout.empty(out_shape, cols.dtype, xp)
     y_planes = planes(y)                                                  # (F, Ho, N, Wo)
-    tiled = (kh, kw) == (stride, stride) and out_shape[1:3] == (hc * stride, wc * stride)
+    tiled = (kh, kw) == (stride, stride)
     if not tiled:
         y_planes[...] = 0 if bias is None else bias_planes
     for i in range(kh):
