@@ -127,7 +127,8 @@ class ConvTranspose2D(Layer):
         """y = col2im(X @ K^T) + b: each pixel of x stamps a kh x kw patch onto y."""
         self._check_input(x, self.in_channels)
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * self.filters, -1)   # K
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)            # (kh, kw, F, C)
+        kernel = kernel.reshape(kh * kw * self.filters, -1)                   # K (kh*kw*F, C)
         patches = pixelwise(x, kernel.T, kept=True)                           # X K^T: (N, H, W, kh*kw*F)
         self._cache = x
         return col2im(patches, kh, kw, self.strides[0], self.output_shape(x.shape), self.params.get("bias"))
@@ -135,7 +136,8 @@ class ConvTranspose2D(Layer):
     def backward(self, dy):
         x = self._cache
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, F, C)
+        kernel = kernel.reshape(kh * kw * self.filters, -1)                   # K (kh*kw*F, C)
         dpatches = im2col(dy, kh, kw, self.strides[0])                        # dP: (N, H, W, kh*kw*F)
         product_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
         if "bias" in self.params:
