@@ -100,7 +100,8 @@ class Conv2D(Layer):
 
 
 class ConvTranspose2D(Layer):
-    """Transposed convolution ('valid', as Keras's default): H -> (H - 1) * strides + kernel_size.
+    """Transposed convolution ('valid'): H -> (H - 1) * strides + kernel_size, as Keras's
+    default Conv2DTranspose for kernel_size >= strides (Keras gives H * strides below that).
 
     With kernel_size == strides (the U-Net's 2x2, stride 2) windows do not overlap and
     the output is exactly H * strides. Kernel layout (kh, kw, filters, in_channels)."""
