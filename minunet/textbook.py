@@ -128,11 +128,11 @@ def conv2d_backward(dy, x, kernel, padding="same"):
     when the forward had bias=None)."""
     kh, kw, c, f = kernel.shape
     rows, columns = conv_pads(kh, kw, padding)
-    dy_rows = dy.reshape(-1, f)                                     # dY: (N*Ho*Wo, F), a row per pixel
+    dY = dy.reshape(-1, f)                                          # (N*Ho*Wo, F), a row per pixel
     cols = im2col(pad(x, rows, columns), kh, kw)                    # (N, Ho, Wo, kh*kw*C), recomputed
     cols = cols.reshape(-1, kh * kw * c)                            # X: (N*Ho*Wo, kh*kw*C)
-    dkernel = (cols.T @ dy_rows).reshape(kh, kw, c, f)              # dK = X^T dY
-    dbias = dy_rows.sum(axis=0)                                     # (F,)
+    dkernel = (cols.T @ dY).reshape(kh, kw, c, f)                   # dK = X^T dY
+    dbias = dY.sum(axis=0)                                          # (F,)
     # dx: pad dy by kh - 1 - top on top and kh - 1 - bottom at the bottom (so too for
     # columns): the 'full' correlation, which makes dx exactly x's size.
     flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)              # (kh, kw, F, C), flipped in space
