@@ -69,7 +69,7 @@ def conv_products(layer, x, dy, input_gradient=True):
     k_rows, x_blocks = blocks(x, kernel, layer._pads(), f)
     dy_planes = np.ascontiguousarray(planes(dy))
     flip = np.ascontiguousarray(flipped(kernel))
-    flip_rows, dy_blocks = blocks(dy, flip, layer._input_gradient_pads(x.shape, dy.shape), x.shape[3])
+    flip_rows, dy_blocks = blocks(dy, flip, layer._input_gradient_pads(), x.shape[3])
 
     def forward():
         for xs, _, _ in x_blocks:

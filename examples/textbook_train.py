@@ -1,7 +1,7 @@
 """Train the demo's U-Net with the textbook functions alone, beside the fast engine.
 
 Run: python examples/textbook_train.py                      (144 steps of each network: minutes on 2 cores)
-     python examples/textbook_train.py --epochs 8 --n 480   (the demo's 480 steps)
+     python examples/textbook_train.py --epochs 10 --n 480  (the demo's 600 steps: 10 epochs of 60 batches)
 
 The network is the demo's (``python -m minunet demo``): depth 4, base 8, 128x128 phantom
 slices, batches of 8, Adam with lr 3e-3. Its loss is softmax cross-entropy alone (the demo

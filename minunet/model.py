@@ -290,7 +290,7 @@ class UNet:
             f.attrs["history"] = json.dumps(history or {})
             f.attrs["state"] = json.dumps(state or {})
 
-        size = sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in self.params.values())
+        size = sum(v.nbytes for v in self.params.values())
         h5file.write_atomic(path, write, size_hint=size * (3 if optimizer is not None else 1))
 
 

@@ -66,6 +66,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(params, lr)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self._tmp = None                         # CHUNK elements of scratch, made at the first step
 
     def config(self):
         return {**super().config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
@@ -75,7 +76,7 @@ class Adam(Optimizer):
         b1, b2, t = self.beta_1, self.beta_2, self.iterations
         alpha = self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
         p, g, m, v = (a.reshape(-1) for a in (p, g, self.slots["m"][k], self.slots["v"][k]))   # flat views
-        if getattr(self, "_tmp", None) is None or self._tmp.dtype != p.dtype:
+        if self._tmp is None or self._tmp.dtype != p.dtype:
             self._tmp = xp.empty(CHUNK, dtype=p.dtype)
         for start in range(0, p.size, CHUNK):    # a chunk at a time, with one small temporary
             chunk = slice(start, start + CHUNK)

@@ -85,7 +85,8 @@ def col2im(cols, x_shape, kh, kw, stride=1):
 # Why flipped: x[h, w] reached y[h - i, w - j] through kernel[i, j], so dx[h, w] gathers
 # dy[h - i, w - j] kernel[i, j]^T, a correlation with kernel[kh-1-i, kw-1-j]^T. The input
 # gradient of a correlation is a full correlation with the flipped kernel. (It equals
-# col2im(dY @ K^T), the transposed convolution of section 3, with stride 1.)
+# col2im(dY @ K^T), the transposed convolution of section 3 with stride 1, cropped by the
+# padding: col2im gives the gradient of the padded x.)
 
 def conv_pads(kh, kw, padding):
     """((top, bottom), (left, right)) zero padding. 'valid': none. 'same', Keras's rule: kh - 1
@@ -127,11 +128,11 @@ def conv2d_backward(dy, x, kernel, padding="same"):
     when the forward had bias=None)."""
     kh, kw, c, f = kernel.shape
     rows, columns = conv_pads(kh, kw, padding)
-    dy_rows = dy.reshape(-1, f)                                     # dY: (N*Ho*Wo, F), a row per pixel
+    dY = dy.reshape(-1, f)                                          # (N*Ho*Wo, F), a row per pixel
     cols = im2col(pad(x, rows, columns), kh, kw)                    # (N, Ho, Wo, kh*kw*C), recomputed
     cols = cols.reshape(-1, kh * kw * c)                            # X: (N*Ho*Wo, kh*kw*C)
-    dkernel = (cols.T @ dy_rows).reshape(kh, kw, c, f)              # dK = X^T dY
-    dbias = dy_rows.sum(axis=0)                                     # (F,)
+    dkernel = (cols.T @ dY).reshape(kh, kw, c, f)                   # dK = X^T dY
+    dbias = dY.sum(axis=0)                                          # (F,)
     # dx: pad dy by kh - 1 - top on top and kh - 1 - bottom at the bottom (so too for
     # columns): the 'full' correlation, which makes dx exactly x's size.
     flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)              # (kh, kw, F, C), flipped in space
@@ -143,7 +144,7 @@ def conv2d_backward(dy, x, kernel, padding="same"):
 # -------------------------------------------------------------- 3. conv_transpose2d
 # The transposed convolution is the adjoint of a stride-s correlation: every input pixel
 # stamps a kh x kw patch, weighted by the kernel, onto the output, s pixels from its
-# neighbour's ('valid', Keras's default: Ho = (H - 1)*s + kh; the U-Net's 2x2, stride 2 doubles H):
+# neighbour's ('valid': Ho = (H - 1)*s + kh, Keras's default for kh >= s; the U-Net's 2x2, stride 2 doubles H):
 #     y[n, s*h + i, s*w + j, f] += sum_c x[n, h, w, c] kernel[i, j, f, c]      (+ b[f])
 # With X = x (N*H*W, C) and K = kernel (kh*kw*F, C), the patches are P = X @ K^T
 # (N*H*W, kh*kw*F), one row per input pixel, and Y = col2im(P) + b.

@@ -12,15 +12,15 @@ Keras's Conv2DTranspose::
 
     y[n, s*h + i, s*w + j, f] += sum_c x[n, h, w, c] K[i, j, f, c]   (+ b[f])
     Y = col2im(X @ K^T)         each pixel of x stamps a kh x kw patch
-    dY = im2col(dy, stride s)   dx = dY @ K     dK = dY^T @ X     db = dy summed over pixels
+    dP = im2col(dy, stride s)   dx = dP @ K     dK = dP^T @ X     db = dy summed over pixels
 
 How the operations are made fast is ``engine``'s business (docs/READING.md, the ledger).
 """
 from ..backend import DEFAULT_DTYPE
 from .activations import relu_backward
 from .base import Layer, initialize, zeros
-from .engine import (col2im, correlate, flipped, im2col, kernel_gradient, pixelwise, sum_over_pixels,
-                     summed_over_pixels)
+from .engine import (col2im, correlate, flipped, im2col, kernel_gradient, pixelwise, product_over_pixels,
+                     sum_over_pixels)
 
 
 def _pair(k, what):
@@ -89,20 +89,19 @@ class Conv2D(Layer):
                                                out=self._grad_array("kernel"))                   # dK = X^T dY
         if not input_gradient:
             return None
-        return correlate(dy, flipped(kernel), self._input_gradient_pads(x.shape, dy.shape))   # dx
+        return correlate(dy, flipped(kernel), self._input_gradient_pads())                   # dx
 
-    def _input_gradient_pads(self, x_shape, dy_shape):
+    def _input_gradient_pads(self):
         """Padding of dy (Ho, Wo) for its correlation with the flipped kernel to give dx (H, W):
-        kh - 1 - top rows on top and what makes Ho + top' + bottom' = H + kh - 1 (so too for
-        columns): the 'full' correlation."""
-        (kh, kw), (top, _, left, _) = self.kernel_size, self._pads()
-        (h, w), (ho, wo) = x_shape[1:3], dy_shape[1:3]
-        top_, left_ = kh - 1 - top, kw - 1 - left
-        return (top_, h + kh - 1 - ho - top_, left_, w + kw - 1 - wo - left_)
+        kh - 1 - top rows on top and kh - 1 - bottom at the bottom (so too for columns), the
+        'full' correlation. Ho = H + top + bottom - kh + 1, so Ho + top' + bottom' = H + kh - 1."""
+        (kh, kw), (top, bottom, left, right) = self.kernel_size, self._pads()
+        return (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
 
 
 class ConvTranspose2D(Layer):
-    """Transposed convolution ('valid', as Keras's default): H -> (H - 1) * strides + kernel_size.
+    """Transposed convolution ('valid'): H -> (H - 1) * strides + kernel_size, as Keras's
+    default Conv2DTranspose for kernel_size >= strides (Keras gives H * strides below that).
 
     With kernel_size == strides (the U-Net's 2x2, stride 2) windows do not overlap and
     the output is exactly H * strides. Kernel layout (kh, kw, filters, in_channels)."""
@@ -129,7 +128,8 @@ class ConvTranspose2D(Layer):
         """y = col2im(X @ K^T) + b: each pixel of x stamps a kh x kw patch onto y."""
         self._check_input(x, self.in_channels)
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"].astype(x.dtype, copy=False).reshape(kh * kw * self.filters, -1)   # K
+        kernel = self.params["kernel"].astype(x.dtype, copy=False)            # (kh, kw, F, C)
+        kernel = kernel.reshape(kh * kw * self.filters, -1)                   # K (kh*kw*F, C)
         patches = pixelwise(x, kernel.T, kept=True)                           # X K^T: (N, H, W, kh*kw*F)
         self._cache = x
         return col2im(patches, kh, kw, self.strides[0], self.output_shape(x.shape), self.params.get("bias"))
@@ -137,9 +137,10 @@ class ConvTranspose2D(Layer):
     def backward(self, dy):
         x = self._cache
         kh, kw = self.kernel_size
-        kernel = self.params["kernel"].astype(dy.dtype, copy=False).reshape(kh * kw * self.filters, -1)  # K
-        dpatches = im2col(dy, kh, kw, self.strides[0], x.shape[1:3])          # dY: (N, H, W, kh*kw*F)
-        summed_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dY^T X
+        kernel = self.params["kernel"].astype(dy.dtype, copy=False)           # (kh, kw, F, C)
+        kernel = kernel.reshape(kh * kw * self.filters, -1)                   # K (kh*kw*F, C)
+        dpatches = im2col(dy, kh, kw, self.strides[0])                        # dP: (N, H, W, kh*kw*F)
+        product_over_pixels(dpatches, x, out=self._grad_array("kernel").reshape(kernel.shape))   # dK = dP^T X
         if "bias" in self.params:
             self.grads["bias"] = sum_over_pixels(dy, out=self._grad_array("bias"))                   # db
-        return pixelwise(dpatches, kernel)                                    # dx = dY K
+        return pixelwise(dpatches, kernel)                                    # dx = dP K

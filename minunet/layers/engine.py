@@ -17,7 +17,7 @@ What is here, and what each piece buys (measured: docs/READING.md, "The ledger")
 - ``rows_as_channels``: for an input of few channels, the kh kernel rows stacked into
   one product (a product with 3 rows runs far below the machine's rate).
 - ``flipped``: the kernel of the input gradient, laid out for its products.
-- ``im2col`` / ``col2im`` with a stride, ``pixelwise`` and ``summed_over_pixels``: the
+- ``im2col`` / ``col2im`` with a stride, ``pixelwise`` and ``product_over_pixels``: the
   transposed convolution's pieces, each one slice copy per kernel offset or one product;
   its patches, used at once, in one ``scratch`` buffer for both passes.
 - ``scratch``: buffers kept between calls, so that a step does not fault in fresh pages.
@@ -40,9 +40,9 @@ NARROW = 8              # kernel rows of fewer product rows (kw*C) than this are
 
 
 # --------------------------------------------------------------------- windows
-def strided(i, n, stride=1):
-    """The slice i, i + s, ..., i + s*(n - 1): what offset i of n windows with step s reads."""
-    return slice(i, i + stride * (n - 1) + 1, stride)
+def strided(i, count, stride=1):
+    """The slice i, i + s, ..., i + s*(count - 1): what offset i of count windows with step s reads."""
+    return slice(i, i + stride * (count - 1) + 1, stride)
 
 
 def inside(i, pad, size, n_out):
@@ -109,22 +109,24 @@ def im2col_blocks(x, kh, kw, pads, out_channels):
         rows = slice(start, min(ho, start + block_rows))
         extent = rows.stop - start + kh - 1                               # image rows the block reads
         widened = scratch("im2col block", (kw, c, extent, n, wo), x.dtype, xp)
-        image_rows = inside(start, top, h, extent)                        # (block rows, x's rows)
-        if image_rows is None:
+        rows_inside = inside(start, top, h, extent)                       # (the block's image rows, x's rows)
+        if rows_inside is None:
             widened[...] = 0
         else:
-            widened[:, :, : image_rows[0].start] = 0                      # rows of padding
-            widened[:, :, image_rows[0].stop :] = 0
+            out_rows, in_rows = rows_inside
+            widened[:, :, : out_rows.start] = 0                           # rows of padding
+            widened[:, :, out_rows.stop :] = 0
             for j in range(kw):
-                block_j = widened[j, :, image_rows[0]]                    # (C, real rows, N, Wo)
-                cols = inside(j, left, w, wo)
-                if cols is None:
+                block_j = widened[j, :, out_rows]                         # (C, real rows, N, Wo)
+                cols_inside = inside(j, left, w, wo)                      # (output columns, x's columns)
+                if cols_inside is None:
                     block_j[...] = 0
                     continue
-                block_j[..., cols[0]] = x[:, image_rows[1], :, cols[1]]   # x shifted by j - left
-                block_j[..., : cols[0].start] = 0                         # columns of padding
-                block_j[..., cols[0].stop :] = 0
-        yield Block(rows, widened.reshape(kw * c, -1), n * wo)
+                out_cols, in_cols = cols_inside
+                block_j[..., out_cols] = x[:, in_rows, :, in_cols]        # x shifted by j - left
+                block_j[..., : out_cols.start] = 0                        # columns of padding
+                block_j[..., out_cols.stop :] = 0
+        yield Block(rows, widened.reshape(kw * c, -1), n * wo)            # widened (kw*C, extent * N*Wo)
 
 
 def stacks_rows(kh, kw, c):
@@ -146,13 +148,14 @@ def rows_as_channels(x, kh, pads):
     stacked_planes, x_planes = planes(stacked), planes(x)                 # (kh*C, Ho, N, W), (C, H, N, W)
     for i in range(kh):
         channels = stacked_planes[i * c : (i + 1) * c]
-        rows = inside(i, top, h, ho)
-        if rows is None:
+        rows_inside = inside(i, top, h, ho)                               # (stacked rows r, x's rows r + i - top)
+        if rows_inside is None:
             channels[...] = 0
             continue
-        channels[:, rows[0]] = x_planes[:, rows[1]]
-        channels[:, : rows[0].start] = 0
-        channels[:, rows[0].stop :] = 0
+        out_rows, in_rows = rows_inside
+        channels[:, out_rows] = x_planes[:, in_rows]
+        channels[:, : out_rows.start] = 0
+        channels[:, out_rows.stop :] = 0
     return stacked, (0, 0, left, right)
 
 
@@ -274,23 +277,26 @@ def pixelwise(x, matrix, kept=False):
     return y
 
 
-def summed_over_pixels(a, b, out=None):
-    """sum over pixels p of the outer products a[p]^T b[p]: A^T @ B, (Ca, Cb), for a
-    (N, H, W, Ca) and b (N, H, W, Cb) seen as (pixels, C) matrices."""
+def product_over_pixels(a, b, out=None):
+    """The matrix product A^T @ B, (Ca, Cb), its inner index running over the pixels, for
+    a (N, H, W, Ca) and b (N, H, W, Cb) seen as (pixels, C) matrices: the sum over pixels p
+    of the outer products a[p]^T b[p]. (``sum_over_pixels`` is dy's plain sum, the bias
+    gradient.)"""
     xp = get_array_module(a)
     return xp.matmul(flat_planes(a), flat_planes(b).T, out=out)
 
 
-def im2col(x, kh, kw, stride, out_hw):
+def im2col(x, kh, kw, stride):
     """textbook ``im2col`` with a stride and no padding: (N, Ho, Wo, kh*kw*C) with
-    cols[n, h, w, (i, j, c)] = x[n, s*h + i, s*w + j, c], Ho, Wo = out_hw. One strided
-    slice copy per kernel offset, into the ``scratch`` array "patches" (valid until the
-    next request: the transposed convolution's backward uses it at once)."""
+    cols[n, h, w, (i, j, c)] = x[n, s*h + i, s*w + j, c], Ho = (H - kh) // s + 1 (so too
+    Wo). One strided slice copy per kernel offset, into the ``scratch`` array "patches"
+    (valid until the next request: the transposed convolution's backward uses it at once)."""
     xp = get_array_module(x)
-    n, _, _, c = x.shape
-    ho, wo = out_hw
-    cols = layout.nhwc(scratch("patches", (kh * kw * c, ho, n, wo), x.dtype, xp))
-    cols_planes, x_planes = planes(cols).reshape(kh, kw, c, ho, n, wo), planes(x)
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    cols = layout.nhwc(scratch("patches", (kh * kw * c, ho, n, wo), x.dtype, xp))   # (N, Ho, Wo, kh*kw*C)
+    x_planes = planes(x)                                                  # (C, H, N, W)
+    cols_planes = planes(cols).reshape(kh, kw, c, ho, n, wo)              # (kh, kw, C, Ho, N, Wo)
     for i in range(kh):
         for j in range(kw):
             cols_planes[i, j] = x_planes[:, strided(i, ho, stride), :, strided(j, wo, stride)]
@@ -298,19 +304,20 @@ def im2col(x, kh, kw, stride, out_hw):
 
 
 def col2im(cols, kh, kw, stride, out_shape, bias=None):
-    """textbook ``col2im``, plus a bias: y (out_shape, N, H, W, F) = bias + each row of cols
+    """textbook ``col2im``, plus a bias: y of out_shape (N, H, W, F) = bias + each row of cols
     (N, Hc, Wc, kh*kw*F) added back where its window lies, y[n, s*h + i, s*w + j, f] +=
-    cols[n, h, w, (i, j, f)]. When the windows tile y (kernel size = stride, the U-Net's
-    2x2 stride 2) each pixel of y comes from one window: written once, not zeroed and
-    added to."""
+    cols[n, h, w, (i, j, f)], for out_shape = (N, (Hc - 1)*s + kh, (Wc - 1)*s + kw, F), the
+    transposed convolution's. When the windows tile y (kernel size = stride, the U-Net's
+    2x2 stride 2: then H = Hc*s, W = Wc*s) each pixel of y comes from one window: written
+    once, not zeroed and added to."""
     xp = get_array_module(cols)
     n, hc, wc, _ = cols.shape
     f = out_shape[3]
-    cols_planes = planes(cols).reshape(kh, kw, f, hc, n, wc)
+    cols_planes = planes(cols).reshape(kh, kw, f, hc, n, wc)              # (kh, kw, F, Hc, N, Wc)
     bias_planes = None if bias is None else bias.astype(cols.dtype, copy=False).reshape(f, 1, 1, 1)
     y = layout.empty(out_shape, cols.dtype, xp)
     y_planes = planes(y)                                                  # (F, Ho, N, Wo)
-    tiled = (kh, kw) == (stride, stride) and out_shape[1:3] == (hc * stride, wc * stride)
+    tiled = (kh, kw) == (stride, stride)
     if not tiled:
         y_planes[...] = 0 if bias is None else bias_planes
     for i in range(kh):
